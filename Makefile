@@ -1,0 +1,37 @@
+# Everything a fresh machine needs is installed by these targets themselves.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/velero-plugin-for-etcd
+NODE_DIR := internal/osslocal/conformance/node
+# The first test run on a fresh machine builds kube-apiserver and velero from
+# the module proxy (cached outside the repo afterwards): allow for it.
+TEST_TIMEOUT ?= 80m
+
+.PHONY: all build test bench demo deps lint e2e container clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN) .
+
+# deps installs the tools the tests drive: the Node.js OSS client used by the
+# conformance suite (from the committed lockfile).
+deps:
+	@command -v node >/dev/null && command -v npm >/dev/null || { apt-get update && apt-get install -y nodejs npm; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+test: deps
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+bench: deps
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/bench/
+
+demo:
+	$(GO) run ./cmd/demo
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
