@@ -8,16 +8,24 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/vmware-tanzu/velero/pkg/plugin/framework"
 
+	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/backup"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/kube"
 	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
 )
 
 func main() {
+	// Velero starts plugins with its own server flags; --namespace and
+	// --kubeconfig tell the etcd actions where Velero's objects live.
+	settings := &kube.Settings{}
+	settings.BindFlags(pflag.CommandLine)
+
 	framework.NewServer().
 		BindFlags(pflag.CommandLine).
-		RegisterObjectStore(objectstore.PluginName, newObjectStore).
+		RegisterObjectStore(objectstore.PluginName, func(log logrus.FieldLogger) (any, error) {
+			return objectstore.New(log), nil
+		}).
+		RegisterBackupItemActionV2(backup.PluginName, func(log logrus.FieldLogger) (any, error) {
+			return backup.New(log, settings), nil
+		}).
 		Serve()
-}
-
-func newObjectStore(log logrus.FieldLogger) (any, error) {
-	return objectstore.New(log), nil
 }

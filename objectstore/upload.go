@@ -1,0 +1,322 @@
+package objectstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc64"
+	"io"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
+)
+
+// Why not oss.Uploader: with a reader of unknown length it always goes
+// multipart (even for a 2 KiB velero-backup.json), and it aborts a failed
+// upload with the caller's context, so a deadline that already expired leaves
+// the parts behind. This uploader reads one part first and sends a single
+// PutObject when the body ends inside it; otherwise it runs a multipart upload
+// with at most concurrency+1 part buffers, and aborts with a fresh context.
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
+
+// bodyReadError marks a failure of the caller's body reader, as opposed to OSS.
+type bodyReadError struct{ err error }
+
+func (e *bodyReadError) Error() string { return "reading the body to upload: " + e.err.Error() }
+func (e *bodyReadError) Unwrap() error { return e.err }
+
+// fill reads until buf is full or the reader fails. Unlike io.ReadFull it
+// keeps an error that arrives together with the last bytes of a full buffer:
+// the etcd action's verifying reader reports a bad snapshot exactly that way.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (o *ObjectStore) putRequestHeaders() (sse, kms *string, class oss.StorageClassType) {
+	if o.cfg.sse != "" {
+		sse = oss.Ptr(o.cfg.sse)
+	}
+	if o.cfg.kmsKeyID != "" {
+		kms = oss.Ptr(o.cfg.kmsKeyID)
+	}
+	return sse, kms, oss.StorageClassType(o.cfg.storageClass)
+}
+
+func (o *ObjectStore) upload(ctx context.Context, bucket, key string, body io.Reader) error {
+	partSize := o.cfg.partSize
+	pool := newPartPool(partSize, o.cfg.concurrency+1)
+	first, err := pool.get(ctx)
+	if err != nil {
+		return err
+	}
+	n, err := fill(body, first)
+	switch {
+	case errors.Is(err, io.EOF):
+		defer pool.put(first)
+		return o.putSingle(ctx, bucket, key, first[:n])
+	case err != nil:
+		pool.put(first)
+		return &bodyReadError{err}
+	}
+	return o.putMultipart(ctx, bucket, key, body, pool, first)
+}
+
+func (o *ObjectStore) putSingle(ctx context.Context, bucket, key string, data []byte) error {
+	sse, kms, class := o.putRequestHeaders()
+	// bytes.Reader is seekable, so the SDK can retry and checks the CRC64
+	// OSS returns against the bytes it sent.
+	_, err := o.client.PutObject(ctx, &oss.PutObjectRequest{
+		Bucket:                    oss.Ptr(bucket),
+		Key:                       oss.Ptr(key),
+		Body:                      bytes.NewReader(data),
+		ServerSideEncryption:      sse,
+		ServerSideEncryptionKeyId: kms,
+		StorageClass:              class,
+	})
+	return err
+}
+
+type uploadedPart struct {
+	number int32
+	etag   *string
+	crc    uint64
+	size   int
+}
+
+func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body io.Reader, pool *partPool, first []byte) (retErr error) {
+	log := o.log.WithField("bucket", bucket).WithField("key", key)
+	sse, kms, class := o.putRequestHeaders()
+
+	initCtx, cancelInit := context.WithTimeout(ctx, o.cfg.requestTimeout)
+	initRes, err := o.client.InitiateMultipartUpload(initCtx, &oss.InitiateMultipartUploadRequest{
+		Bucket:                    oss.Ptr(bucket),
+		Key:                       oss.Ptr(key),
+		ServerSideEncryption:      sse,
+		ServerSideEncryptionKeyId: kms,
+		StorageClass:              class,
+	})
+	cancelInit()
+	if err != nil {
+		pool.put(first)
+		return err
+	}
+	uploadID := oss.ToString(initRes.UploadId)
+	log = log.WithField("uploadId", uploadID)
+	log.Debug("Started OSS multipart upload")
+
+	defer func() {
+		if retErr != nil {
+			o.abortUpload(ctx, bucket, key, uploadID, retErr)
+		}
+	}()
+
+	uctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var (
+		mu       sync.Mutex
+		firstErr error
+		parts    []uploadedPart
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		cancel()
+	}
+	failed := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return firstErr
+	}
+
+	type job struct {
+		number int32
+		buf    []byte
+		n      int
+	}
+	jobs := make(chan job)
+	for i := 0; i < o.cfg.concurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if failed() == nil {
+					data := j.buf[:j.n]
+					res, err := o.client.UploadPart(uctx, &oss.UploadPartRequest{
+						Bucket:     oss.Ptr(bucket),
+						Key:        oss.Ptr(key),
+						UploadId:   oss.Ptr(uploadID),
+						PartNumber: j.number,
+						Body:       bytes.NewReader(data),
+					})
+					if err != nil {
+						fail(fmt.Errorf("part %d: %w", j.number, err))
+					} else {
+						p := uploadedPart{number: j.number, etag: res.ETag, crc: crc64.Update(0, crcTable, data), size: j.n}
+						mu.Lock()
+						parts = append(parts, p)
+						mu.Unlock()
+					}
+				}
+				pool.put(j.buf)
+			}
+		}()
+	}
+
+	// Producer: the caller's goroutine reads the body one part at a time.
+	send := func(j job) bool {
+		select {
+		case jobs <- j:
+			return true
+		case <-uctx.Done():
+			pool.put(j.buf)
+			return false
+		}
+	}
+	var readErr error
+	buf, n, last := first, len(first), false
+	for number := int32(1); ; number++ {
+		if !send(job{number: number, buf: buf, n: n}) {
+			readErr = context.Cause(uctx)
+			break
+		}
+		if last {
+			break
+		}
+		next, err := pool.get(uctx)
+		if err != nil {
+			readErr = err
+			break
+		}
+		n, err = fill(body, next)
+		if err != nil && !errors.Is(err, io.EOF) {
+			pool.put(next)
+			readErr = &bodyReadError{err}
+			break
+		}
+		last = err != nil
+		if n == 0 { // the body ended exactly on a part boundary
+			pool.put(next)
+			break
+		}
+		if number == oss.MaxUploadParts {
+			pool.put(next)
+			readErr = fmt.Errorf("body exceeds %d parts of %d MiB; raise config key %q", oss.MaxUploadParts, partSize>>20, ConfigPartSizeMiB)
+			break
+		}
+		buf = next
+	}
+	close(jobs)
+	wg.Wait()
+
+	// A worker's OSS error explains a cancelled producer better than "context canceled".
+	if err := failed(); err != nil {
+		return err
+	}
+	if readErr != nil {
+		return readErr
+	}
+
+	sort.Slice(parts, func(i, j int) bool { return parts[i].number < parts[j].number })
+	complete := &oss.CompleteMultipartUpload{}
+	var crc uint64
+	for _, p := range parts {
+		complete.Parts = append(complete.Parts, oss.UploadPart{PartNumber: p.number, ETag: p.etag})
+		crc = oss.CRC64Combine(crc, p.crc, uint64(p.size))
+	}
+	cctx, cancelComplete := context.WithTimeout(ctx, o.cfg.requestTimeout)
+	defer cancelComplete()
+	res, err := o.client.CompleteMultipartUpload(cctx, &oss.CompleteMultipartUploadRequest{
+		Bucket:                  oss.Ptr(bucket),
+		Key:                     oss.Ptr(key),
+		UploadId:                oss.Ptr(uploadID),
+		CompleteMultipartUpload: complete,
+	})
+	if err != nil {
+		return err
+	}
+	if got := oss.ToString(res.HashCRC64); got != "" && got != strconv.FormatUint(crc, 10) {
+		// The object now exists with the wrong content: remove it rather than
+		// leave a corrupt backup at the key.
+		dctx, cancelDelete := context.WithTimeout(context.WithoutCancel(ctx), o.cfg.requestTimeout)
+		defer cancelDelete()
+		if _, derr := o.client.DeleteObject(dctx, &oss.DeleteObjectRequest{Bucket: oss.Ptr(bucket), Key: oss.Ptr(key)}); derr != nil {
+			log.WithError(o.wrapErr("DeleteObject", bucket, key, derr)).Error("Cannot delete OSS object whose CRC64 does not match what was uploaded")
+		}
+		return fmt.Errorf("CRC64 of the completed object (%s) does not match the uploaded data (%d); object deleted", got, crc)
+	}
+	log.WithField("parts", len(parts)).Debug("Completed OSS multipart upload")
+	return nil
+}
+
+// abortUpload runs with a fresh deadline: the caller's context may be the
+// very thing that expired, and an abort that never runs leaves billed parts.
+func (o *ObjectStore) abortUpload(ctx context.Context, bucket, key, uploadID string, cause error) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.cfg.requestTimeout)
+	defer cancel()
+	log := o.log.WithField("bucket", bucket).WithField("key", key).WithField("uploadId", uploadID)
+	_, err := o.client.AbortMultipartUpload(actx, &oss.AbortMultipartUploadRequest{
+		Bucket:   oss.Ptr(bucket),
+		Key:      oss.Ptr(key),
+		UploadId: oss.Ptr(uploadID),
+	})
+	if err != nil {
+		log.WithError(o.wrapErr("AbortMultipartUpload", bucket, key, err)).Error("Cannot abort failed OSS multipart upload; its parts remain until a lifecycle rule removes them")
+		return
+	}
+	log.WithField("cause", o.secrets.redact(cause.Error())).Warn("Aborted failed OSS multipart upload")
+}
+
+// partPool hands out at most max part buffers, allocated on first use, so an
+// upload holds at most max*partSize bytes whatever the body length.
+type partPool struct {
+	size  int64
+	free  chan []byte
+	slots chan struct{}
+}
+
+func newPartPool(size int64, max int) *partPool {
+	p := &partPool{size: size, free: make(chan []byte, max), slots: make(chan struct{}, max)}
+	for i := 0; i < max; i++ {
+		p.slots <- struct{}{}
+	}
+	return p
+}
+
+func (p *partPool) get(ctx context.Context) ([]byte, error) {
+	select {
+	case b := <-p.free:
+		return b, nil
+	default:
+	}
+	select {
+	case b := <-p.free:
+		return b, nil
+	case <-p.slots:
+		return make([]byte, p.size), nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+func (p *partPool) put(b []byte) {
+	if b != nil {
+		p.free <- b[:cap(b)]
+	}
+}
