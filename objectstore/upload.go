@@ -217,7 +217,7 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 		}
 		if number == oss.MaxUploadParts {
 			pool.put(next)
-			readErr = fmt.Errorf("body exceeds %d parts of %d MiB; raise config key %q", oss.MaxUploadParts, partSize>>20, ConfigPartSizeMiB)
+			readErr = fmt.Errorf("body exceeds %d parts of %d MiB; raise config key %q", oss.MaxUploadParts, o.cfg.partSize>>20, ConfigPartSizeMiB)
 			break
 		}
 		buf = next

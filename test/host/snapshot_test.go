@@ -1,0 +1,381 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/sirupsen/logrus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	"github.com/vmware-tanzu/velero/pkg/persistence"
+	biav2 "github.com/vmware-tanzu/velero/pkg/plugin/velero/backupitemaction/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/backup"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/etcdtest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/kubetest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/osslocal/osstest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/plugintest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
+)
+
+// snapshotEnv is one kube-apiserver, one oss-local and the plugin launched
+// through Velero's host code, shared by the snapshot cases.
+type snapshotEnv struct {
+	kube   *kubetest.Env
+	oss    *osstest.Env
+	action biav2.BackupItemAction
+	log    *capturedLog
+	store  *objectstore.ObjectStore
+}
+
+func newSnapshotEnv(t *testing.T) *snapshotEnv {
+	kube := kubetest.Start(t)
+	oss := osstest.Start(t)
+	// The plugin process inherits the environment, as under `velero server`.
+	t.Setenv("KUBECONFIG", kube.Kubeconfig)
+	t.Setenv("VELERO_NAMESPACE", "velero")
+
+	ctx := t.Context()
+	_, err := kube.Client.CoreV1().Secrets("velero").Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "oss-credentials", Namespace: "velero"},
+		Data: map[string][]byte{"cloud": []byte(fmt.Sprintf("ALIBABA_CLOUD_ACCESS_KEY_ID=%s\nALIBABA_CLOUD_ACCESS_KEY_SECRET=%s\n",
+			oss.AccessKeyID, oss.AccessKeySecret))},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	createBSL(t, kube, "default", objectstore.PluginName, oss)
+	createBSL(t, kube, "aws", "velero.io/aws", oss)
+
+	log, captured := newLogger()
+	action, err := plugintest.Manager(t, log).GetBackupItemActionV2(backup.PluginName)
+	require.NoError(t, err)
+
+	store := objectstore.New(logrus.New())
+	require.NoError(t, store.InitWithCredentials(map[string]string{"bucket": oss.Bucket, "region": oss.Region, "endpoint": oss.URL},
+		[]byte("ALIBABA_CLOUD_ACCESS_KEY_ID="+oss.AccessKeyID+"\nALIBABA_CLOUD_ACCESS_KEY_SECRET="+oss.AccessKeySecret+"\n")))
+	return &snapshotEnv{kube: kube, oss: oss, action: action, log: captured, store: store}
+}
+
+func createBSL(t *testing.T, kube *kubetest.Env, name, provider string, oss *osstest.Env) {
+	bsl := &velerov1.BackupStorageLocation{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "velero.io/v1", Kind: "BackupStorageLocation"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "velero"},
+		Spec: velerov1.BackupStorageLocationSpec{
+			Provider: provider,
+			Config:   map[string]string{"region": oss.Region, "endpoint": oss.URL},
+			Credential: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "oss-credentials"}, Key: "cloud",
+			},
+			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: oss.Bucket, Prefix: "cluster-a"}},
+		},
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(bsl)
+	require.NoError(t, err)
+	kube.Apply(t, &unstructured.Unstructured{Object: u})
+}
+
+func newBackup(name, location string) *velerov1.Backup {
+	return &velerov1.Backup{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "velero", UID: types.UID("uid-" + name)},
+		Spec:       velerov1.BackupSpec{StorageLocation: location},
+	}
+}
+
+// etcdCluster is an opted-in etcd-io operator EtcdCluster pointing at eps.
+func etcdCluster(name string, eps []string, extra map[string]string) *unstructured.Unstructured {
+	ann := map[string]any{"velero-etcd.io/snapshot": "true", "velero-etcd.io/endpoints": strings.Join(eps, ",")}
+	for k, v := range extra {
+		ann[k] = v
+	}
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "operator.etcd.io/v1alpha1",
+		"kind":       "EtcdCluster",
+		"metadata":   map[string]any{"name": name, "namespace": "apps", "labels": map[string]any{"app": "etcd"}, "annotations": ann},
+		"spec":       map[string]any{"size": int64(3)},
+	}}
+}
+
+func (e *snapshotEnv) get(t *testing.T, key string) []byte {
+	rc, err := e.store.GetObject(e.oss.Bucket, key)
+	require.NoError(t, err)
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	return b
+}
+
+func (e *snapshotEnv) keys(t *testing.T, prefix string) []string {
+	keys, err := e.store.ListObjects(e.oss.Bucket, prefix)
+	require.NoError(t, err)
+	return keys
+}
+
+// restoreAndDump restores snapshot bytes with etcdutl into a new data dir,
+// starts a single etcd member on it and returns every key and value.
+func restoreAndDump(t *testing.T, db []byte) map[string][]byte {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "snapshot.db")
+	require.NoError(t, os.WriteFile(path, db, 0o600))
+	peer := "http://" + freeAddr(t)
+	require.NoError(t, snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
+		SnapshotPath: path, Name: "restored", OutputDataDir: filepath.Join(dir, "data"),
+		PeerURLs: []string{peer}, InitialCluster: "restored=" + peer, InitialClusterToken: "restored",
+	}))
+	cfg := embed.NewConfig()
+	cfg.Name = "restored"
+	cfg.Dir = filepath.Join(dir, "data")
+	cfg.LogLevel = "error"
+	pu, _ := url.Parse(peer)
+	cu, _ := url.Parse("http://" + freeAddr(t))
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.InitialCluster = "restored=" + peer
+	cfg.InitialClusterToken = "restored"
+	e, err := embed.StartEtcd(cfg)
+	require.NoError(t, err)
+	defer e.Close()
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		t.Fatal("restored etcd did not become ready")
+	}
+	c := &etcdtest.Cluster{Endpoints: []string{cu.String()}}
+	return c.Dump(t)
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestSnapshotAction(t *testing.T) {
+	env := newSnapshotEnv(t)
+
+	t.Run("unannotated item passes through untouched", func(t *testing.T) {
+		item := etcdCluster("plain", []string{"http://127.0.0.1:1"}, nil)
+		delete(item.GetAnnotations(), "velero-etcd.io/snapshot")
+		item.SetAnnotations(map[string]string{"velero-etcd.io/endpoints": "http://127.0.0.1:1"})
+		out, _, opID, _, err := env.action.Execute(item, newBackup("b0", "default"))
+		require.NoError(t, err)
+		assert.Empty(t, opID)
+		assert.Equal(t, item.Object, out.UnstructuredContent())
+	})
+
+	roundTrip := func(t *testing.T, opts etcdtest.Options, compression string, extra func(*etcdtest.Cluster) map[string]string) {
+		c := etcdtest.Start(t, opts)
+		c.Fill(t, 2000, 100)
+		cli := c.Client(t)
+		ctx := t.Context()
+		lease, err := cli.Grant(ctx, 3600)
+		require.NoError(t, err)
+		_, err = cli.Put(ctx, "/leased/key", "with a lease", clientv3.WithLease(lease.ID))
+		require.NoError(t, err)
+		_, err = cli.Put(ctx, "/binary", string([]byte{0, 1, 2, 0xff, 0xfe}))
+		require.NoError(t, err)
+		want := c.Dump(t)
+
+		ann := map[string]string{}
+		if extra != nil {
+			ann = extra(c)
+		}
+		if compression != "" {
+			ann["velero-etcd.io/compression"] = compression
+		}
+		name := "db-" + strings.ToLower(strings.ReplaceAll(t.Name()[strings.LastIndex(t.Name(), "/")+1:], "_", "-"))
+		bname := "b-" + name
+		item := etcdCluster(name, c.Endpoints, ann)
+		out, _, opID, _, err := env.action.Execute(item, newBackup(bname, "default"))
+		require.NoError(t, err)
+		assert.Empty(t, opID)
+		got := &unstructured.Unstructured{Object: out.UnstructuredContent()}
+		a := got.GetAnnotations()
+		key := a[backup.AnnotationSnapshotKey]
+		suffix := ".db"
+		if compression == "zstd" {
+			suffix = ".db.zst"
+		}
+		assert.Equal(t, "cluster-a/backups/"+bname+"/etcd-snapshots/apps/"+name+suffix, key)
+
+		stored := env.get(t, key)
+		sum := sha256.Sum256(stored)
+		assert.Equal(t, hex.EncodeToString(sum[:]), a[backup.AnnotationSnapshotSHA256])
+		assert.Equal(t, strconv.Itoa(len(stored)), a[backup.AnnotationSnapshotSize])
+		rev, err := strconv.ParseInt(a[backup.AnnotationSnapshotRevision], 10, 64)
+		require.NoError(t, err)
+		assert.Positive(t, rev)
+
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(env.get(t, strings.TrimSuffix(key, suffix)+".json"), &m))
+		assert.Equal(t, hex.EncodeToString(sum[:]), m["storedSHA256"])
+		assert.Equal(t, bname, m["backupName"])
+		assert.EqualValues(t, rev, m["revision"])
+
+		raw := stored
+		if compression == "zstd" {
+			dec, err := zstd.NewReader(bytes.NewReader(stored))
+			require.NoError(t, err)
+			raw, err = io.ReadAll(dec)
+			dec.Close()
+			require.NoError(t, err)
+			assert.Less(t, len(stored), len(raw), "zstd made the object smaller")
+		}
+		rawSum := sha256.Sum256(raw)
+		assert.Equal(t, hex.EncodeToString(rawSum[:]), m["rawSHA256"])
+		assert.Equal(t, want, restoreAndDump(t, raw), "every key and value comes back from the stored snapshot")
+		assert.Zero(t, env.oss.Server.PendingUploads(env.oss.Bucket))
+	}
+
+	t.Run("plain http", func(t *testing.T) { roundTrip(t, etcdtest.Options{Members: 3}, "", nil) })
+	t.Run("zstd", func(t *testing.T) { roundTrip(t, etcdtest.Options{Members: 3}, "zstd", nil) })
+	t.Run("tls client certificates", func(t *testing.T) {
+		roundTrip(t, etcdtest.Options{Members: 3, TLS: true}, "", func(c *etcdtest.Cluster) map[string]string {
+			env.secret(t, "apps", "etcd-tls", map[string][]byte{"ca.crt": c.CAPEM, "tls.crt": c.ClientCertPEM, "tls.key": c.ClientKeyPEM})
+			return map[string]string{"velero-etcd.io/tls-secret": "etcd-tls"}
+		})
+	})
+	t.Run("etcd auth", func(t *testing.T) {
+		roundTrip(t, etcdtest.Options{Members: 3, Auth: true}, "", func(c *etcdtest.Cluster) map[string]string {
+			env.secret(t, "apps", "etcd-auth", map[string][]byte{"username": []byte(c.RootUser), "password": []byte(c.RootPassword)})
+			return map[string]string{"velero-etcd.io/auth-secret": "etcd-auth"}
+		})
+	})
+
+	t.Run("backup delete removes the snapshot", func(t *testing.T) {
+		c := etcdtest.Start(t, etcdtest.Options{Members: 1})
+		c.Fill(t, 100, 10)
+		_, _, _, _, err := env.action.Execute(etcdCluster("gone", c.Endpoints, nil), newBackup("b-delete", "default"))
+		require.NoError(t, err)
+		require.NotEmpty(t, env.keys(t, "cluster-a/backups/b-delete/"))
+
+		// Velero's own backup store deletes the backup folder through the plugin.
+		bsl := &velerov1.BackupStorageLocation{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "velero", Name: "default"},
+			Spec: velerov1.BackupStorageLocationSpec{
+				Provider: objectstore.PluginName,
+				Config:   storeConfig(t, env.oss),
+				StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{
+					Bucket: env.oss.Bucket, Prefix: "cluster-a"}},
+			},
+		}
+		delete(bsl.Spec.Config, "bucket")
+		log, _ := newLogger()
+		bs, err := persistence.NewObjectBackupStoreGetter(nil).Get(bsl, plugintest.Manager(t, log), log)
+		require.NoError(t, err)
+		require.NoError(t, bs.DeleteBackup("b-delete"))
+		assert.Empty(t, env.keys(t, "cluster-a/backups/b-delete/"))
+	})
+
+	t.Run("member killed mid-stream fails over", func(t *testing.T) {
+		c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+		c.Fill(t, 60000, 1000) // ~60 MB: long enough to kill a member mid-stream
+		leader, follower := c.LeaderIndex(t), -1
+		for i := range c.Endpoints {
+			if i != leader {
+				follower = i
+				break
+			}
+		}
+		want := c.Dump(t)
+		// Only the leader and one follower are offered: the action prefers the
+		// follower, and must fail over to the leader when the follower dies.
+		eps := []string{c.Endpoints[follower], c.Endpoints[leader]}
+		before := env.oss.Server.RequestCount("UploadPart")
+		var once sync.Once
+		stop := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				if env.oss.Server.RequestCount("UploadPart") > before {
+					once.Do(func() { c.Stop(follower) })
+					return
+				}
+			}
+		}()
+		out, _, _, _, err := env.action.Execute(etcdCluster("failover", eps, nil), newBackup("b-failover", "default"))
+		close(stop)
+		require.NoError(t, err)
+		key := (&unstructured.Unstructured{Object: out.UnstructuredContent()}).GetAnnotations()[backup.AnnotationSnapshotKey]
+		assert.Equal(t, want, restoreAndDump(t, env.get(t, key)))
+		assert.Zero(t, env.oss.Server.PendingUploads(env.oss.Bucket), "the broken attempt's upload was aborted")
+		assert.Contains(t, env.log.String(), c.Endpoints[leader], "the log names the member that served the snapshot")
+	})
+
+	badInput := func(t *testing.T, item *unstructured.Unstructured, bsl string, want ...string) {
+		b := newBackup("b-bad-"+item.GetName(), bsl)
+		_, _, _, _, err := env.action.Execute(item, b)
+		require.Error(t, err)
+		msg := err.Error()
+		assert.Contains(t, msg, "apps/"+item.GetName(), "the error names the cluster")
+		for _, w := range want {
+			assert.Contains(t, msg, w)
+		}
+		assert.Empty(t, env.keys(t, "cluster-a/backups/"+b.Name+"/"), "nothing is left behind")
+		assert.Zero(t, env.oss.Server.PendingUploads(env.oss.Bucket))
+	}
+	t.Run("bad input", func(t *testing.T) {
+		c := etcdtest.Start(t, etcdtest.Options{Members: 1, Auth: true})
+		badInput(t, etcdCluster("garbage", []string{"not a url", "ftp://x"}, nil), "default", "velero-etcd.io/endpoints")
+		closed := "http://" + freeAddr(t)
+		badInput(t, etcdCluster("unreachable", []string{closed}, map[string]string{"velero-etcd.io/connect-timeout": "2s"}), "default", closed)
+		badInput(t, etcdCluster("nosecret", c.Endpoints, map[string]string{"velero-etcd.io/auth-secret": "missing"}), "default", "missing")
+		env.secret(t, "apps", "half", map[string][]byte{"username": []byte("root")})
+		badInput(t, etcdCluster("nokey", c.Endpoints, map[string]string{"velero-etcd.io/auth-secret": "half"}), "default", "password")
+		env.secret(t, "apps", "wrongpw", map[string][]byte{"username": []byte("root"), "password": []byte("not-the-password-123")})
+		badInput(t, etcdCluster("authfail", c.Endpoints, map[string]string{"velero-etcd.io/auth-secret": "wrongpw"}), "default", "auth")
+		badInput(t, etcdCluster("nobsl", c.Endpoints, nil), "nowhere", "nowhere")
+		badInput(t, etcdCluster("awsbsl", c.Endpoints, nil), "aws", "velero.io/aws", objectstore.PluginName)
+		all := env.log.String()
+		for _, s := range []string{"not-the-password-123", c.RootPassword, env.oss.AccessKeySecret} {
+			assert.NotContains(t, all, s, "no secret material in the log")
+		}
+	})
+
+	t.Run("log shows choice, progress and summary", func(t *testing.T) {
+		all := env.log.String()
+		for _, s := range []string{"MB/s", "revision", "cluster-a/backups/"} {
+			assert.Contains(t, all, s)
+		}
+	})
+}
+
+func (e *snapshotEnv) secret(t *testing.T, ns, name string, data map[string][]byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := e.kube.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		_, err = e.kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	_, err = e.kube.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: data}, metav1.CreateOptions{})
+	require.NoError(t, err)
+}
