@@ -35,3 +35,10 @@ lint:
 
 clean:
 	rm -rf bin
+
+# The plugin image. Needs a Docker engine with buildx, which the development
+# machines of this project do not have: this target is untested here.
+IMAGE ?= velero-plugin-for-etcd:dev
+PLATFORMS ?= linux/amd64,linux/arm64
+container:
+	docker buildx build --platform $(PLATFORMS) -t $(IMAGE) .
