@@ -92,12 +92,19 @@ func (o *ObjectStore) init(config map[string]string, credentials []byte) error {
 		"bucket":           cfg.bucket,
 		"region":           cfg.region,
 		"endpoint":         endpointForLog(cfg.endpoint),
-		"signatureVersion": string(cfg.signatureVersion),
+		"signatureVersion": signatureName(cfg.signatureVersion),
 		"credentials":      src.name,
 		"partSizeMiB":      cfg.partSize >> 20,
 		"concurrency":      cfg.concurrency,
 	}).Info("Initialized OSS object store")
 	return nil
+}
+
+func signatureName(v oss.SignatureVersionType) string {
+	if v == oss.SignatureVersionV1 {
+		return "v1"
+	}
+	return "v4"
 }
 
 var errNotInitialized = errors.New("object store is not initialized: call Init first")
