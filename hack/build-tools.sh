@@ -19,6 +19,13 @@ tools_dir="${repo_root}/test/e2e/tools"
 cache_dir="${VELERO_ETCD_CACHE:-${HOME}/.cache/velero-plugin-for-etcd}"
 bin_dir="${cache_dir}/bin"
 
+# A partial binary never lands in the cache; remove it if interrupted.
+tmp=""
+cleanup() { [[ -z "${tmp}" ]] || rm -f "${tmp}"; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
 usage() {
 	echo "usage: $0 kube-apiserver|velero|etcd|all" >&2
 	exit 2
@@ -68,9 +75,8 @@ build_one() {
 		exec {lock}>"${bin_dir}/.${tool}.lock"
 		flock "${lock}"
 		if [[ ! -x "${out}" ]]; then
-			local tmp start
+			local start
 			tmp="$(mktemp "${bin_dir}/.${tool}-${hash}.XXXXXX")"
-			trap 'rm -f "${tmp}"' EXIT
 			start=${SECONDS}
 			echo "build-tools: building ${tool} (first build takes several minutes) -> ${out}" >&2
 			(
@@ -80,7 +86,7 @@ build_one() {
 			)
 			chmod 0755 "${tmp}"
 			mv -f "${tmp}" "${out}"
-			trap - EXIT
+			tmp=""
 			echo "build-tools: built ${tool} in $((SECONDS - start))s" >&2
 		fi
 		exec {lock}>&-

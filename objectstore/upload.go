@@ -54,23 +54,50 @@ func (o *ObjectStore) putRequestHeaders() (sse, kms *string, class oss.StorageCl
 	return sse, kms, oss.StorageClassType(o.cfg.storageClass)
 }
 
+// chunk is one part's worth of body, read ahead of sending.
+type chunk struct {
+	buf  []byte
+	n    int
+	last bool // the body ended with this chunk
+}
+
+// readChunk fills the next pooled buffer from body.
+func readChunk(ctx context.Context, pool *partPool, body io.Reader) (chunk, error) {
+	buf, err := pool.get(ctx)
+	if err != nil {
+		return chunk{}, err
+	}
+	n, err := fill(body, buf)
+	if err != nil && !errors.Is(err, io.EOF) {
+		pool.put(buf)
+		return chunk{}, &bodyReadError{err}
+	}
+	return chunk{buf: buf, n: n, last: err != nil}, nil
+}
+
 func (o *ObjectStore) upload(ctx context.Context, bucket, key string, body io.Reader) error {
-	partSize := o.cfg.partSize
-	pool := newPartPool(partSize, o.cfg.concurrency+1)
-	first, err := pool.get(ctx)
+	pool := newPartPool(o.cfg.partSize, o.cfg.concurrency+1)
+	first, err := readChunk(ctx, pool, body)
 	if err != nil {
 		return err
 	}
-	n, err := fill(body, first)
-	switch {
-	case errors.Is(err, io.EOF):
-		defer pool.put(first)
-		return o.putSingle(ctx, bucket, key, first[:n])
-	case err != nil:
-		pool.put(first)
-		return &bodyReadError{err}
+	if first.last {
+		defer pool.put(first.buf)
+		return o.putSingle(ctx, bucket, key, first.buf[:first.n])
 	}
-	return o.putMultipart(ctx, bucket, key, body, pool, first)
+	// A full first part: only the next read tells whether the body ends here
+	// (a body of exactly one part still goes as a single PutObject).
+	second, err := readChunk(ctx, pool, body)
+	if err != nil {
+		pool.put(first.buf)
+		return err
+	}
+	if second.n == 0 {
+		pool.put(second.buf)
+		defer pool.put(first.buf)
+		return o.putSingle(ctx, bucket, key, first.buf[:first.n])
+	}
+	return o.putMultipart(ctx, bucket, key, body, pool, []chunk{first, second})
 }
 
 func (o *ObjectStore) putSingle(ctx context.Context, bucket, key string, data []byte) error {
@@ -95,7 +122,7 @@ type uploadedPart struct {
 	size   int
 }
 
-func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body io.Reader, pool *partPool, first []byte) (retErr error) {
+func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body io.Reader, pool *partPool, readAhead []chunk) (retErr error) {
 	log := o.log.WithField("bucket", bucket).WithField("key", key)
 	sse, kms, class := o.putRequestHeaders()
 
@@ -109,7 +136,9 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 	})
 	cancelInit()
 	if err != nil {
-		pool.put(first)
+		for _, c := range readAhead {
+			pool.put(c.buf)
+		}
 		return err
 	}
 	uploadID := oss.ToString(initRes.UploadId)
@@ -189,38 +218,40 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 			return false
 		}
 	}
+	next := func() (chunk, error) {
+		if len(readAhead) > 0 {
+			c := readAhead[0]
+			readAhead = readAhead[1:]
+			return c, nil
+		}
+		return readChunk(uctx, pool, body)
+	}
 	var readErr error
-	buf, n, last := first, len(first), false
 	for number := int32(1); ; number++ {
-		if !send(job{number: number, buf: buf, n: n}) {
-			readErr = context.Cause(uctx)
-			break
-		}
-		if last {
-			break
-		}
-		next, err := pool.get(uctx)
+		c, err := next()
 		if err != nil {
 			readErr = err
 			break
 		}
-		n, err = fill(body, next)
-		if err != nil && !errors.Is(err, io.EOF) {
-			pool.put(next)
-			readErr = &bodyReadError{err}
+		if c.n == 0 { // the body ended exactly on a part boundary
+			pool.put(c.buf)
 			break
 		}
-		last = err != nil
-		if n == 0 { // the body ended exactly on a part boundary
-			pool.put(next)
-			break
-		}
-		if number == oss.MaxUploadParts {
-			pool.put(next)
+		if number > oss.MaxUploadParts {
+			pool.put(c.buf)
 			readErr = fmt.Errorf("body exceeds %d parts of %d MiB; raise config key %q", oss.MaxUploadParts, o.cfg.partSize>>20, ConfigPartSizeMiB)
 			break
 		}
-		buf = next
+		if !send(job{number: number, buf: c.buf, n: c.n}) {
+			readErr = context.Cause(uctx)
+			break
+		}
+		if c.last {
+			break
+		}
+	}
+	for _, c := range readAhead { // left unsent after a failure
+		pool.put(c.buf)
 	}
 	close(jobs)
 	wg.Wait()

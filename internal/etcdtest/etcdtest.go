@@ -237,8 +237,9 @@ func (c *Cluster) memberConfig(m *Member, initialCluster string) (*embed.Config,
 	cfg.InitialCluster = initialCluster
 	cfg.InitialClusterToken = clusterToken
 	cfg.ClusterState = embed.ClusterStateFlagNew
-	cfg.UnsafeNoFsync = true // tests only: fsync dominates on shared CI disks
-	cfg.BcryptCost = 4       // bcrypt.MinCost: authentication is on every client start
+	cfg.EnableGRPCGateway = false // its loopback connection would hold up a graceful Close for seconds
+	cfg.UnsafeNoFsync = true      // tests only: fsync dominates on shared CI disks
+	cfg.BcryptCost = 4            // bcrypt.MinCost: authentication is on every client start
 	if c.opts.MaxRequestBytes > 0 {
 		cfg.MaxRequestBytes = c.opts.MaxRequestBytes
 	}
@@ -356,8 +357,8 @@ func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 	return cli
 }
 
-// Stop kills member i: its client connections are cut at once, then the server
-// is closed. Stopping a stopped member does nothing.
+// Stop kills member i: its client connections are cut at once, raft stops
+// without handing over leadership, then the server is closed. Stopping a stopped member does nothing.
 func (c *Cluster) Stop(i int) {
 	c.mu.Lock()
 	m := c.Members[i]
@@ -371,6 +372,9 @@ func (c *Cluster) Stop(i int) {
 		m.proxy.close()
 	}
 	if m.Etcd != nil {
+		// A killed member does not hand over leadership: stop raft first so that
+		// Close skips the transfer (which waits seconds for stopping peers).
+		m.Etcd.Server.HardStop()
 		m.Etcd.Close()
 	}
 }

@@ -2,7 +2,6 @@ package kubetest
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -50,63 +49,90 @@ func Binary(t testing.TB, tool string) string {
 
 	root := RepoRoot(t)
 	script := filepath.Join(root, "hack", "build-tools.sh")
-	cmd := exec.Command("bash", script, tool)
-	cmd.Dir = root
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
+	// The script writes to files, not pipes: if the test process dies (test
+	// timeout), a build in progress neither gets SIGPIPE nor loses its result.
+	outFile, err := os.CreateTemp("", "kubetest-build-"+tool+"-*.out")
 	if err != nil {
 		t.Fatalf("kubetest: build %s: %v", tool, err)
 	}
+	logFile, err := os.CreateTemp("", "kubetest-build-"+tool+"-*.log")
+	if err != nil {
+		t.Fatalf("kubetest: build %s: %v", tool, err)
+	}
+	defer func() {
+		_ = outFile.Close()
+		_ = logFile.Close()
+		_ = os.Remove(outFile.Name())
+		_ = os.Remove(logFile.Name())
+	}()
+	cmd := exec.Command("bash", script, tool)
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = outFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("kubetest: run %s %s: %v", script, tool, err)
 	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
 
-	// Relay the script's progress lines, and say that a long silent build is
-	// still alive.
+	// Relay the script's progress to the test log, and say every 30 s that a
+	// long silent build is still alive.
 	var tail []string
-	relayed := make(chan struct{})
-	go func() {
-		defer close(relayed)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
+	logReader, err := os.Open(logFile.Name())
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
+	defer logReader.Close()
+	lines := bufio.NewReader(logReader)
+	var partial string
+	relay := func() {
+		for {
+			chunk, err := lines.ReadString('\n')
+			partial += chunk
+			if err != nil { // no complete line yet
+				return
+			}
+			line := strings.TrimRight(partial, "\n")
+			partial = ""
 			if strings.HasPrefix(line, "build-tools: building") {
-				if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
-					if dl, ok := d.Deadline(); ok && time.Until(dl) < coldBuildAllowance {
-						t.Logf("kubetest: WARNING: test deadline in %s; a first build can take longer: use go test -timeout 30m or run hack/build-tools.sh all first", time.Until(dl).Round(time.Second))
-					}
-				}
+				warnIfDeadlineTooClose(t)
 			}
 			t.Log(line)
 			if tail = append(tail, line); len(tail) > 40 {
 				tail = tail[1:]
 			}
 		}
-	}()
-	ticker := time.NewTicker(30 * time.Second)
-	defer ticker.Stop()
-	waited := make(chan error, 1)
-	go func() {
-		<-relayed
-		waited <- cmd.Wait()
-	}()
+	}
+	poll := time.NewTicker(500 * time.Millisecond)
+	defer poll.Stop()
+	lastNote := time.Now()
 wait:
 	for {
 		select {
-		case <-ticker.C:
-			t.Logf("kubetest: still building %s (%s)", tool, time.Since(start).Round(time.Second))
+		case <-poll.C:
+			relay()
+			if time.Since(lastNote) >= 30*time.Second {
+				t.Logf("kubetest: still building %s (%s)", tool, time.Since(start).Round(time.Second))
+				lastNote = time.Now()
+			}
 		case err = <-waited:
 			break wait
 		}
 	}
+	relay()
+	if partial != "" {
+		t.Log(partial)
+		tail = append(tail, partial)
+	}
 	if err != nil {
 		t.Fatalf("kubetest: %s %s failed after %s: %v\n%s", script, tool, time.Since(start).Round(time.Second), err, strings.Join(tail, "\n"))
 	}
-	path := strings.TrimSpace(stdout.String())
+	stdout, err := os.ReadFile(outFile.Name())
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
+	path := strings.TrimSpace(string(stdout))
 	if i := strings.LastIndexByte(path, '\n'); i >= 0 {
 		path = path[i+1:]
 	}
@@ -145,6 +171,16 @@ func modulePath(gomod []byte) string {
 		}
 	}
 	return ""
+}
+
+func warnIfDeadlineTooClose(t testing.TB) {
+	d, ok := t.(interface{ Deadline() (time.Time, bool) })
+	if !ok {
+		return
+	}
+	if dl, ok := d.Deadline(); ok && time.Until(dl) < coldBuildAllowance {
+		t.Logf("kubetest: WARNING: the test deadline is %s away and a first build can take longer; use go test -timeout 30m, or run hack/build-tools.sh all first (an interrupted build still completes in the background)", time.Until(dl).Round(time.Second))
+	}
 }
 
 func fmtDuration(d time.Duration) string {

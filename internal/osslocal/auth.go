@@ -413,4 +413,3 @@ func escapeV4(s string, encodeSlash bool) string {
 	}
 	return b.String()
 }
-

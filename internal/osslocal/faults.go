@@ -81,11 +81,9 @@ func (s *Server) resetAfterReading(w http.ResponseWriter, r *http.Request, n int
 }
 
 // resetConnection hijacks the connection and closes it with SO_LINGER 0, so
-// the peer sees a TCP RST rather than an orderly close.
+// the peer sees a TCP RST rather than an orderly close. Nothing buffered is
+// flushed first: callers that want bytes on the wire flush them themselves.
 func resetConnection(w http.ResponseWriter) {
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
-	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		return

@@ -24,6 +24,8 @@ const (
 	defaultMaxParts = 1000
 )
 
+var errUploadGone = errors.New("upload no longer exists")
+
 type initiateResult struct {
 	XMLName      xml.Name `xml:"InitiateMultipartUploadResult"`
 	Bucket       string   `xml:"Bucket"`
@@ -195,6 +197,10 @@ func (s *Server) completeMultipart(w http.ResponseWriter, r *http.Request, req *
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxDeleteBody))
 	if err != nil {
 		writeError(w, r, newError(http.StatusBadRequest, "IncompleteBody", err.Error()))
+		return
+	}
+	if e := checkContentMD5(r, body); e != nil {
+		writeError(w, r, e)
 		return
 	}
 

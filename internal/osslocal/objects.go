@@ -5,7 +5,6 @@ import (
 	"crypto/md5"
 	"encoding/base64"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -269,6 +268,9 @@ func (s *Server) getObject(w http.ResponseWriter, r *http.Request, req *request,
 	}
 	if resetAfter > 0 {
 		_, _ = io.CopyN(w, f, min(resetAfter, length))
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
 		resetConnection(w)
 		return
 	}
@@ -338,12 +340,9 @@ func (s *Server) deleteMultiple(w http.ResponseWriter, r *http.Request, req *req
 		writeError(w, r, newError(http.StatusBadRequest, "IncompleteBody", err.Error()))
 		return
 	}
-	if v := r.Header.Get("Content-MD5"); v != "" {
-		sum := md5.Sum(body)
-		if v != base64.StdEncoding.EncodeToString(sum[:]) {
-			writeError(w, r, newError(http.StatusBadRequest, "InvalidDigest", "The Content-MD5 you specified did not match what we received."))
-			return
-		}
+	if e := checkContentMD5(r, body); e != nil {
+		writeError(w, r, e)
+		return
 	}
 	var dr deleteRequest
 	if err := xml.Unmarshal(body, &dr); err != nil {
@@ -556,4 +555,30 @@ func (s *Server) getBucketInfo(w http.ResponseWriter, r *http.Request, req *requ
 	writeXML(w, res)
 }
 
-var errUploadGone = errors.New("upload no longer exists")
+type accessControlPolicy struct {
+	XMLName xml.Name `xml:"AccessControlPolicy"`
+	Owner   owner    `xml:"Owner"`
+	Grant   string   `xml:"AccessControlList>Grant"`
+}
+
+// getBucketACL answers for IsBucketExist, which the v2 SDK implements with it.
+func (s *Server) getBucketACL(w http.ResponseWriter, r *http.Request, req *request) {
+	if _, e := s.bucketFor(req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	writeXML(w, accessControlPolicy{Owner: owner{ID: "osslocal", DisplayName: "osslocal"}, Grant: "private"})
+}
+
+// checkContentMD5 verifies the Content-MD5 header, if any, of a small body.
+func checkContentMD5(r *http.Request, body []byte) *ossError {
+	v := r.Header.Get("Content-MD5")
+	if v == "" {
+		return nil
+	}
+	sum := md5.Sum(body)
+	if v != base64.StdEncoding.EncodeToString(sum[:]) {
+		return newError(http.StatusBadRequest, "InvalidDigest", "The Content-MD5 you specified did not match what we received.")
+	}
+	return nil
+}

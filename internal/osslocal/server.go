@@ -270,6 +270,8 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, req *request) 
 		s.listParts(w, r, req)
 	case "GetBucketInfo":
 		s.getBucketInfo(w, r, req)
+	case "GetBucketAcl":
+		s.getBucketACL(w, r, req)
 	default:
 		writeError(w, r, newError(http.StatusNotImplemented, "NotImplemented", "operation not implemented"))
 	}
@@ -293,7 +295,12 @@ func (s *Server) route(r *http.Request) (*request, *ossError) {
 	}
 	req := &request{query: q}
 	path := r.URL.Path
-	if host := virtualHostBucket(r.Host); host != "" && s.hasBucket(host) {
+	// Virtual-host style when the Host names an existing bucket, unless the
+	// path repeats that bucket: ali-oss with an IP endpoint and sldEnable
+	// sends Host "<bucket>.oss-<region>.aliyuncs.com" with a path-style path.
+	// (So a virtual-host request for the key "<bucket>/..." is misread.)
+	if host := virtualHostBucket(r.Host); host != "" && s.hasBucket(host) &&
+		path != "/"+host && !strings.HasPrefix(path, "/"+host+"/") {
 		req.bucket = host
 		req.key = strings.TrimPrefix(path, "/")
 	} else {
@@ -310,6 +317,8 @@ func (s *Server) route(r *http.Request) (*request, *ossError) {
 			req.op = "DeleteMultipleObjects"
 		case r.Method == http.MethodGet && has("bucketInfo"):
 			req.op = "GetBucketInfo"
+		case r.Method == http.MethodGet && has("acl"):
+			req.op = "GetBucketAcl"
 		case r.Method == http.MethodGet && q.Get("list-type") == "2":
 			req.op = "ListObjectsV2"
 		case r.Method == http.MethodGet && len(subresources(q)) == 0:

@@ -294,7 +294,7 @@ func TestSnapshotAction(t *testing.T) {
 	t.Run("member killed mid-stream fails over", func(t *testing.T) {
 		c := etcdtest.Start(t, etcdtest.Options{Members: 3})
 		c.Fill(t, 60000, 1000) // ~60 MB: long enough to kill a member mid-stream
-		leader, follower := c.LeaderIndex(t), -1
+		leader, follower := leaderIndex(t, c), -1
 		for i := range c.Endpoints {
 			if i != leader {
 				follower = i
@@ -378,4 +378,20 @@ func (e *snapshotEnv) secret(t *testing.T, ns, name string, data map[string][]by
 	}
 	_, err = e.kube.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: data}, metav1.CreateOptions{})
 	require.NoError(t, err)
+}
+
+// leaderIndex asks every member who leads.
+func leaderIndex(t *testing.T, c *etcdtest.Cluster) int {
+	cli := c.Client(t)
+	for i, ep := range c.Endpoints {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		st, err := cli.Status(ctx, ep)
+		cancel()
+		require.NoError(t, err)
+		if st.Leader == st.Header.MemberId {
+			return i
+		}
+	}
+	t.Fatal("no leader")
+	return -1
 }
