@@ -35,7 +35,7 @@ const (
 
 // credentialsFileRecheck bounds how often a credentials file is stat'ed to
 // notice a rotated Secret.
-const credentialsFileRecheck = 10 * time.Second
+var credentialsFileRecheck = 10 * time.Second
 
 // staticCredentials is one set of keys read from a file or the environment.
 type staticCredentials struct {

@@ -23,6 +23,7 @@ type Error struct {
 	Op         string
 	Bucket     string
 	Key        string
+	Prefix     string // for list operations, instead of Key
 	Code       string // OSS error code, empty for client-side errors
 	RequestID  string
 	StatusCode int
@@ -37,6 +38,9 @@ func (e *Error) Error() string {
 	fmt.Fprintf(&b, "oss %s bucket %q", e.Op, e.Bucket)
 	if e.Key != "" {
 		fmt.Fprintf(&b, " key %q", e.Key)
+	}
+	if e.Prefix != "" {
+		fmt.Fprintf(&b, " prefix %q", e.Prefix)
 	}
 	b.WriteString(": ")
 	if e.Code != "" {
@@ -59,6 +63,21 @@ func IsNotFound(err error) bool {
 		return se.StatusCode == http.StatusNotFound && (se.Code == "NoSuchKey" || se.Code == "BadErrorResponse")
 	}
 	return false
+}
+
+func isCode(err error, code string) bool {
+	var se *oss.ServiceError
+	return errors.As(err, &se) && se.Code == code
+}
+
+// wrapListErr is wrapErr for operations on a prefix.
+func (o *ObjectStore) wrapListErr(op, bucket, prefix string, err error) error {
+	err = o.wrapErr(op, bucket, "", err)
+	var e *Error
+	if errors.As(err, &e) {
+		e.Prefix = prefix
+	}
+	return err
 }
 
 func (o *ObjectStore) wrapErr(op, bucket, key string, err error) error {

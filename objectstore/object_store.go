@@ -1,5 +1,3 @@
-// Package objectstore is the Velero ObjectStore plugin for Alibaba Cloud OSS
-// (velero-etcd.io/oss). It knows nothing about etcd.
 package objectstore
 
 import (
@@ -232,7 +230,7 @@ func (r *objectReader) Close() error {
 // ListCommonPrefixes returns the full prefixes, with the trailing delimiter,
 // of the "directories" directly under prefix.
 func (o *ObjectStore) ListCommonPrefixes(bucket, prefix, delimiter string) ([]string, error) {
-	if err := o.ready("ListCommonPrefixes", bucket, prefix); err != nil {
+	if err := o.ready("ListCommonPrefixes", bucket, ""); err != nil {
 		return nil, err
 	}
 	var out []string
@@ -242,14 +240,14 @@ func (o *ObjectStore) ListCommonPrefixes(bucket, prefix, delimiter string) ([]st
 		}
 	})
 	if err != nil {
-		return nil, o.wrapErr("ListCommonPrefixes", bucket, prefix, err)
+		return nil, o.wrapListErr("ListCommonPrefixes", bucket, prefix, err)
 	}
 	return out, nil
 }
 
 // ListObjects returns every key that starts with prefix.
 func (o *ObjectStore) ListObjects(bucket, prefix string) ([]string, error) {
-	if err := o.ready("ListObjects", bucket, prefix); err != nil {
+	if err := o.ready("ListObjects", bucket, ""); err != nil {
 		return nil, err
 	}
 	var out []string
@@ -259,7 +257,7 @@ func (o *ObjectStore) ListObjects(bucket, prefix string) ([]string, error) {
 		}
 	})
 	if err != nil {
-		return nil, o.wrapErr("ListObjects", bucket, prefix, err)
+		return nil, o.wrapListErr("ListObjects", bucket, prefix, err)
 	}
 	return out, nil
 }

@@ -151,8 +151,11 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 		}
 	}()
 
-	uctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// A failed part stops the producer but not the parts in flight: they
+	// finish (or fail) first, so the abort never races a part still arriving
+	// at OSS. Only the caller's own deadline cuts them short.
+	pctx, stopProducer := context.WithCancel(ctx)
+	defer stopProducer()
 
 	var (
 		mu       sync.Mutex
@@ -166,7 +169,7 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 			firstErr = err
 		}
 		mu.Unlock()
-		cancel()
+		stopProducer()
 	}
 	failed := func() error {
 		mu.Lock()
@@ -187,7 +190,7 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 			for j := range jobs {
 				if failed() == nil {
 					data := j.buf[:j.n]
-					res, err := o.client.UploadPart(uctx, &oss.UploadPartRequest{
+					res, err := o.client.UploadPart(ctx, &oss.UploadPartRequest{
 						Bucket:     oss.Ptr(bucket),
 						Key:        oss.Ptr(key),
 						UploadId:   oss.Ptr(uploadID),
@@ -213,7 +216,7 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 		select {
 		case jobs <- j:
 			return true
-		case <-uctx.Done():
+		case <-pctx.Done():
 			pool.put(j.buf)
 			return false
 		}
@@ -224,7 +227,7 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 			readAhead = readAhead[1:]
 			return c, nil
 		}
-		return readChunk(uctx, pool, body)
+		return readChunk(pctx, pool, body)
 	}
 	var readErr error
 	for number := int32(1); ; number++ {
@@ -243,7 +246,7 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 			break
 		}
 		if !send(job{number: number, buf: c.buf, n: c.n}) {
-			readErr = context.Cause(uctx)
+			readErr = context.Cause(pctx)
 			break
 		}
 		if c.last {
@@ -307,7 +310,7 @@ func (o *ObjectStore) abortUpload(ctx context.Context, bucket, key, uploadID str
 		Key:      oss.Ptr(key),
 		UploadId: oss.Ptr(uploadID),
 	})
-	if err != nil {
+	if err != nil && !isCode(err, "NoSuchUpload") { // a retried abort may find it already gone
 		log.WithError(o.wrapErr("AbortMultipartUpload", bucket, key, err)).Error("Cannot abort failed OSS multipart upload; its parts remain until a lifecycle rule removes them")
 		return
 	}

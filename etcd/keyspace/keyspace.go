@@ -50,9 +50,9 @@ const (
 	// whole number of pages, so a trailer leaves size%512 == 32.
 	trailerAlign = 512
 
-	// dropEvery bounds how much of the mapped file stays resident: after
-	// this many bytes of values have been read, the mapping's pages are
-	// released (they are clean file pages and come back on the next touch).
+	// dropEvery bounds how much of the mapped file stays resident while the
+	// key bucket is scanned: after this many bytes, the mapping's pages are
+	// released (clean file pages; they come back on the next touch).
 	dropEvery = 64 << 20
 
 	arenaChunk = 4 << 20
@@ -72,8 +72,8 @@ type Lease struct {
 	TTL int64
 }
 
-// KV is one live key. Key and Value point into the mapped snapshot: they
-// stay valid until Close and must not be modified.
+// KV is one live key. Key and Value are valid only during the callback
+// that receives them: copy what you keep.
 type KV struct {
 	Key, Value []byte
 	Lease      int64
@@ -98,7 +98,8 @@ type Snapshot struct {
 
 	db      *bolt.DB
 	tx      *bolt.Tx
-	index   []entry // live keys, sorted by key
+	file    *os.File // the unlinked spool file, for reads by offset
+	index   []entry  // live keys, sorted by key
 	mapped  int64
 	summary *Summary
 }
@@ -110,11 +111,12 @@ type Summary struct {
 	Digest     string
 }
 
-// entry locates the latest revision of one key.
+// entry locates the latest revision of one key: the file offset and length
+// of its mvccpb.KeyValue record.
 type entry struct {
 	key  string // copied into an arena
-	main int64
-	sub  uint32
+	off  int64
+	rlen uint32
 	vlen uint32 // tombstone when == tombstoneLen
 }
 
@@ -136,28 +138,28 @@ func Open(r io.Reader, want Expect) (*Snapshot, error) {
 			os.Remove(path)
 		}
 	}()
-	s := &Snapshot{}
-	err = spool(f, r, want, s)
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("writing the snapshot spool file: %w", cerr)
-	}
-	if err != nil {
+	s := &Snapshot{file: f}
+	if err := spool(f, r, want, s); err != nil {
+		f.Close()
 		return nil, err
 	}
 
 	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: 10 * time.Second})
-	// The mapping and descriptor keep the data; the name is not needed.
+	// The mapping and descriptors keep the data; the name is not needed.
 	os.Remove(path)
 	removed = true
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("opening the snapshot database: %w", err)
 	}
 	s.db = db
 	s.mapped = s.StreamSize - trailerLen
 	if s.tx, err = db.Begin(false); err != nil {
 		db.Close()
+		f.Close()
 		return nil, fmt.Errorf("reading the snapshot database: %w", err)
 	}
+	s.advise(syscall.MADV_SEQUENTIAL)
 	if err := s.scan(); err != nil {
 		s.Close()
 		return nil, err
@@ -239,7 +241,7 @@ func (s *Snapshot) scan() error {
 	if b == nil {
 		return errors.New("snapshot is corrupt: it has no mvcc key bucket")
 	}
-	latest := make(map[string]entry, b.Stats().KeyN)
+	latest := map[string]entry{}
 	var arena arena
 	var sinceDrop int64
 	c := b.Cursor()
@@ -249,7 +251,7 @@ func (s *Snapshot) scan() error {
 		}
 		main := int64(binary.BigEndian.Uint64(k[:8]))
 		sub := binary.BigEndian.Uint64(k[9:17])
-		if main < 0 || sub > math.MaxUint32 {
+		if main < 0 || len(v) >= math.MaxUint32 {
 			return fmt.Errorf("snapshot is corrupt: revision %x out of range", k)
 		}
 		key, value, _, err := parseKeyValue(v)
@@ -266,7 +268,7 @@ func (s *Snapshot) scan() error {
 		if !ok {
 			e.key = arena.add(key)
 		}
-		e.main, e.sub, e.vlen = main, uint32(sub), vlen
+		e.off, e.rlen, e.vlen = s.offset(v), uint32(len(v)), vlen
 		latest[e.key] = e
 		s.Revision = max(s.Revision, main)
 		if sinceDrop += int64(len(k) + len(v)); sinceDrop > dropEvery {
@@ -311,26 +313,28 @@ func (s *Snapshot) scan() error {
 // ordinal of a key is stable for a given snapshot, so a caller can resume.
 // A pass from 0 to the end also computes the Summary.
 func (s *Snapshot) Each(from int64, fn func(i int64, kv KV) error) error {
-	b := s.tx.Bucket(keyBucket)
-	var rev [revBytesLen]byte
-	rev[8] = '_'
 	var d *Digest
 	var leased int64
 	if from == 0 && s.summary == nil {
 		d = NewDigest()
 	}
-	var sinceDrop int64
+	var buf []byte
 	for i := from; i < int64(len(s.index)); i++ {
 		e := &s.index[i]
-		binary.BigEndian.PutUint64(rev[:8], uint64(e.main))
-		binary.BigEndian.PutUint64(rev[9:], uint64(e.sub))
-		v := b.Get(rev[:])
-		if v == nil {
-			return fmt.Errorf("snapshot is corrupt: revision %d_%d of key %q vanished", e.main, e.sub, e.key)
+		// Read with pread, not through the mapping: in key order the records
+		// lie on random pages, and every fault on a mapping maps a whole
+		// neighbourhood (fault-around, large folios), so the mapped file
+		// would soon be resident in full.
+		if cap(buf) < int(e.rlen) {
+			buf = make([]byte, max(int(e.rlen), 64<<10))
 		}
-		key, value, lease, err := parseKeyValue(v)
+		rec := buf[:e.rlen]
+		if _, err := s.file.ReadAt(rec, e.off); err != nil {
+			return fmt.Errorf("reading key %q from the snapshot: %w", e.key, err)
+		}
+		key, value, lease, err := parseKeyValue(rec)
 		if err != nil || string(key) != e.key {
-			return fmt.Errorf("snapshot is corrupt: revision %d_%d of key %q: %v", e.main, e.sub, e.key, err)
+			return fmt.Errorf("snapshot is corrupt: record of key %q at offset %d: %v", e.key, e.off, err)
 		}
 		if d != nil {
 			d.Add(key, value)
@@ -341,15 +345,10 @@ func (s *Snapshot) Each(from int64, fn func(i int64, kv KV) error) error {
 		if err := fn(i, KV{Key: key, Value: value, Lease: lease}); err != nil {
 			return err
 		}
-		if sinceDrop += int64(len(v)); sinceDrop > dropEvery {
-			s.dropResident()
-			sinceDrop = 0
-		}
 	}
 	if d != nil {
 		s.summary = &Summary{Keys: d.Count(), LeasedKeys: leased, Digest: d.Sum()}
 	}
-	s.dropResident()
 	return nil
 }
 
@@ -364,6 +363,11 @@ func (s *Snapshot) Summary() (Summary, error) {
 	return *s.summary, nil
 }
 
+// offset is the file offset of a slice bbolt returned from its mapping.
+func (s *Snapshot) offset(v []byte) int64 {
+	return int64(uintptr(unsafe.Pointer(unsafe.SliceData(v))) - s.db.Info().Data)
+}
+
 // Key returns the key at ordinal i; the keys are sorted.
 func (s *Snapshot) Key(i int64) string { return s.index[i].key }
 
@@ -376,7 +380,8 @@ func (s *Snapshot) Close() error {
 		s.tx.Rollback()
 	}
 	err := s.db.Close()
-	s.db, s.tx, s.index = nil, nil, nil
+	s.file.Close()
+	s.db, s.tx, s.file, s.index = nil, nil, nil, nil
 	return err
 }
 
@@ -384,15 +389,18 @@ func (s *Snapshot) Close() error {
 // set. They are clean pages of a read-only mapping, so the data is unchanged:
 // the kernel reads them back from the page cache on the next touch. Without
 // this, reading a 1 GiB snapshot would leave 1 GiB resident.
-func (s *Snapshot) dropResident() {
+func (s *Snapshot) dropResident() { s.advise(syscall.MADV_DONTNEED) }
+
+// advise applies madvise to the whole mapping. bbolt exposes the mapping's
+// address only as a uintptr; a raw syscall takes it as one, so no pointer is
+// rebuilt from an integer. Errors are ignored: advice only changes memory use.
+func (s *Snapshot) advise(advice int) {
 	if s.db == nil || s.mapped <= 0 {
 		return
 	}
 	page := int64(os.Getpagesize())
 	length := (s.mapped + page - 1) / page * page
-	// bbolt exposes the mapping's address only as a uintptr; a raw syscall
-	// takes it as one, so no pointer is rebuilt from an integer.
-	_, _, errno := syscall.Syscall(syscall.SYS_MADVISE, s.db.Info().Data, uintptr(length), syscall.MADV_DONTNEED)
+	_, _, errno := syscall.Syscall(syscall.SYS_MADVISE, s.db.Info().Data, uintptr(length), uintptr(advice))
 	if os.Getenv("KS_DEBUG") != "" {
 		st, _ := os.ReadFile("/proc/self/status")
 		for _, l := range strings.Split(string(st), "\n") {

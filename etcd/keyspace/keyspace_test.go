@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -237,8 +238,13 @@ func TestMemoryMillionKeys(t *testing.T) {
 	if n <= 0 {
 		t.Skip("set KEYSPACE_RSS_KEYS=1000000 to measure")
 	}
-	path := filepath.Join(t.TempDir(), "snap.db")
-	writeSyntheticSnapshot(t, path, n, 1024)
+	path := os.Getenv("KEYSPACE_RSS_FILE") // reuse a file between runs
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "snap.db")
+	}
+	if _, err := os.Stat(path); err != nil {
+		writeSyntheticSnapshot(t, path, n, 1024)
+	}
 	fi, err := os.Stat(path)
 	require.NoError(t, err)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryMillionKeys$", "-test.v")
@@ -257,6 +263,11 @@ func rssChild(t *testing.T, path string) {
 	require.NoError(t, err)
 	defer f.Close()
 	start := time.Now()
+	if os.Getenv("KS_CPU") != "" {
+		pf, _ := os.Create(os.Getenv("KS_CPU"))
+		pprof.StartCPUProfile(pf)
+		defer pprof.StopCPUProfile()
+	}
 	s, err := Open(f, Expect{})
 	require.NoError(t, err)
 	opened := time.Since(start)

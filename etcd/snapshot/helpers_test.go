@@ -118,18 +118,18 @@ func seed(t testing.TB, c *etcdtest.Cluster) clientv3.LeaseID {
 
 // restoreAndCompare restores a raw snapshot with etcdutl into a new one-member
 // cluster and requires every key and value to match want.
-func restoreAndCompare(t *testing.T, raw []byte, want map[string][]byte, lease clientv3.LeaseID) {
+func restoreAndCompare(t *testing.T, o etcdtest.Options, raw []byte, want map[string][]byte, lease clientv3.LeaseID) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "snapshot.db")
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	restoreFileAndCompare(t, path, want, lease)
+	restoreFileAndCompare(t, o, path, want, lease)
 }
 
-func restoreFileAndCompare(t *testing.T, path string, want map[string][]byte, lease clientv3.LeaseID) {
+func restoreFileAndCompare(t *testing.T, o etcdtest.Options, path string, want map[string][]byte, lease clientv3.LeaseID) {
 	t.Helper()
-	r := etcdtest.StartFromSnapshot(t, etcdtest.Options{Members: 1}, path)
+	r := etcdtest.StartFromSnapshot(t, o, path)
 	got := r.Dump(t)
 	if err := sameKVs(got, want); err != nil {
 		t.Fatalf("restored data differs: %v", err)

@@ -127,7 +127,7 @@ func TestTakeAndRestore(t *testing.T) {
 				t.Fatalf("manifest lacks %s: %s", field, js)
 			}
 		}
-		restoreAndCompare(t, raw, want, lease)
+		restoreAndCompare(t, etcdtest.Options{Members: 1}, raw, want, lease)
 	})
 
 	t.Run("pipe-file-zstd", func(t *testing.T) {
@@ -175,7 +175,7 @@ func TestTakeAndRestore(t *testing.T) {
 		if hex.EncodeToString(h.Sum(nil)) != res.RawSHA256 {
 			t.Fatal("decompressed bytes do not match RawSHA256")
 		}
-		restoreAndCompare(t, raw.Bytes(), want, lease)
+		restoreAndCompare(t, etcdtest.Options{Members: 1}, raw.Bytes(), want, lease)
 	})
 
 	t.Run("corrupt", func(t *testing.T) {
@@ -249,7 +249,8 @@ func TestTakeTLSAuth(t *testing.T) {
 	if err != nil || int64(len(raw)) != res.RawSize {
 		t.Fatalf("decompress: %d bytes, %v", len(raw), err)
 	}
-	restoreAndCompare(t, raw, want, lease)
+	// Restored as a 3-member cluster; auth comes back with the data.
+	restoreAndCompare(t, etcdtest.Options{Auth: true, RootPassword: c.RootPassword}, raw, want, lease)
 
 	// Wrong password: a clear error that never shows the password.
 	bad := *tgt
@@ -345,5 +346,5 @@ func TestTakeFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := c.Dump(t)
-	restoreFileAndCompare(t, path, want, 0)
+	restoreFileAndCompare(t, etcdtest.Options{Members: 1}, path, want, 0)
 }

@@ -136,7 +136,7 @@ func takeOne(ctx context.Context, t *cluster.Target, cand Candidate, attempt int
 	streamCtx, streamCancel := context.WithCancelCause(ctx)
 	defer streamCancel(nil)
 	connectTimer := time.AfterFunc(t.ConnectTimeout, func() {
-		streamCancel(fmt.Errorf("no snapshot data from %s within connect timeout %s", ep, t.ConnectTimeout))
+		streamCancel(fmt.Errorf("no answer from %s within connect timeout %s", ep, t.ConnectTimeout))
 	})
 	info := cand
 	if err := fillInfo(streamCtx, cli, &info); err != nil {

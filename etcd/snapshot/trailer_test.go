@@ -41,8 +41,11 @@ func TestVerifyReader(t *testing.T) {
 	if _, err := io.ReadAll(VerifyReader(bytes.NewReader(bad))); !errors.Is(err, ErrTrailerMismatch) {
 		t.Fatalf("corrupt trailer: %v", err)
 	}
-	if _, err := io.ReadAll(VerifyReader(bytes.NewReader(good[:len(good)-512]))); !errors.Is(err, ErrMissingTrailer) {
+	if _, err := io.ReadAll(VerifyReader(bytes.NewReader(good[:len(good)-100]))); !errors.Is(err, ErrMissingTrailer) {
 		t.Fatalf("truncated: %v", err)
+	}
+	if _, err := io.ReadAll(VerifyReader(bytes.NewReader(good[:len(good)-512]))); !errors.Is(err, ErrTrailerMismatch) {
+		t.Fatalf("truncated by a page: %v", err)
 	}
 	if _, err := io.ReadAll(VerifyReader(bytes.NewReader(nil))); !errors.Is(err, ErrMissingTrailer) {
 		t.Fatalf("empty: %v", err)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 )
 
@@ -107,4 +108,15 @@ func randomHex(n int) string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// Certs generates a fresh CA and a client certificate and key (PEM), for tests
+// that need real key material without a cluster.
+func Certs(t testing.TB) (caPEM, clientCertPEM, clientKeyPEM []byte) {
+	t.Helper()
+	f, err := writeCerts(t.TempDir())
+	if err != nil {
+		t.Fatalf("etcdtest: generate certificates: %v", err)
+	}
+	return f.caPEM, f.clientCertPEM, f.clientKeyPEM
 }

@@ -40,6 +40,9 @@ type Options struct {
 	Auth bool
 	// MaxRequestBytes is etcd's --max-request-bytes; 0 keeps etcd's default (1.5 MiB).
 	MaxRequestBytes uint
+	// RootPassword, with Auth, is the root password to use instead of a random
+	// one. StartFromSnapshot of an auth-enabled cluster needs the original one.
+	RootPassword string
 }
 
 // Member is one etcd server of a Cluster.
@@ -70,10 +73,11 @@ type Cluster struct {
 	// Dir holds the members' data and certificates.
 	Dir string
 
-	opts    Options
-	certs   *certFiles
-	mu      sync.Mutex
-	fillSeq int
+	opts        Options
+	authEnabled bool
+	certs       *certFiles
+	mu          sync.Mutex
+	fillSeq     int
 }
 
 const (
@@ -101,7 +105,8 @@ func StartAt(t testing.TB, o Options, clientURLs []string) *Cluster {
 
 // StartFromSnapshot restores snapshotPath (a raw etcd snapshot with its sha256
 // trailer) into every member with etcdutl, as an operator would, and starts the
-// cluster on it.
+// cluster on it. If the snapshot has auth enabled, set Options.Auth and the
+// original Options.RootPassword.
 func StartFromSnapshot(t testing.TB, o Options, snapshotPath string) *Cluster {
 	t.Helper()
 	return start(t, o, nil, snapshotPath)
@@ -113,6 +118,12 @@ func start(t testing.TB, o Options, clientURLs []string, snapshotPath string) *C
 		o.Members = 3
 	}
 	c := &Cluster{Dir: t.TempDir(), opts: o}
+	if o.Auth {
+		c.RootUser, c.RootPassword = "root", o.RootPassword
+		if c.RootPassword == "" {
+			c.RootPassword = randomHex(12)
+		}
+	}
 	if o.TLS {
 		certs, err := writeCerts(filepath.Join(c.Dir, "certs"))
 		if err != nil {
@@ -123,6 +134,7 @@ func start(t testing.TB, o Options, clientURLs []string, snapshotPath string) *C
 	}
 	// Free ports are found by binding and releasing them, which can race with
 	// other processes: retry the whole start a few times.
+	c.authEnabled = o.Auth && snapshotPath != ""
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
 		if err = c.launch(attempt, clientURLs, snapshotPath); err == nil {
@@ -135,7 +147,7 @@ func start(t testing.TB, o Options, clientURLs []string, snapshotPath string) *C
 		t.Fatalf("etcdtest: start cluster: %v", err)
 	}
 	t.Cleanup(c.StopAll)
-	if o.Auth {
+	if o.Auth && snapshotPath == "" { // a restored cluster keeps its auth settings
 		if err := c.enableAuth(); err != nil {
 			t.Fatalf("etcdtest: enable auth: %v", err)
 		}
@@ -263,7 +275,7 @@ func (c *Cluster) memberConfig(m *Member, initialCluster string) (*embed.Config,
 }
 
 func (c *Cluster) waitHealthy() error {
-	cli, err := c.newClient(false)
+	cli, err := c.newClient(c.authEnabled)
 	if err != nil {
 		return err
 	}
@@ -303,16 +315,17 @@ func (c *Cluster) enableAuth() error {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c.RootUser = "root"
-	c.RootPassword = randomHex(12)
 	if _, err := cli.UserAdd(ctx, c.RootUser, c.RootPassword); err != nil {
 		return err
 	}
 	if _, err := cli.UserGrantRole(ctx, c.RootUser, "root"); err != nil {
 		return err
 	}
-	_, err = cli.AuthEnable(ctx)
-	return err
+	if _, err = cli.AuthEnable(ctx); err != nil {
+		return err
+	}
+	c.authEnabled = true
+	return nil
 }
 
 // TLSConfig is the client TLS configuration (CA and client certificate), or nil without TLS.
@@ -339,7 +352,7 @@ func (c *Cluster) newClient(withAuth bool) (*clientv3.Client, error) {
 	if c.opts.MaxRequestBytes > 0 {
 		cfg.MaxCallSendMsgSize = int(c.opts.MaxRequestBytes) + 1<<20
 	}
-	if withAuth && c.opts.Auth {
+	if withAuth && c.authEnabled {
 		cfg.Username, cfg.Password = c.RootUser, c.RootPassword
 	}
 	return clientv3.New(cfg)
