@@ -9,6 +9,7 @@ import (
 	"github.com/vmware-tanzu/velero/pkg/plugin/framework"
 
 	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/backup"
+	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/restore"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/kube"
 	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
 )
@@ -26,6 +27,9 @@ func main() {
 		}).
 		RegisterBackupItemActionV2(backup.PluginName, func(log logrus.FieldLogger) (any, error) {
 			return backup.New(log, settings), nil
+		}).
+		RegisterRestoreItemActionV2(restore.PluginName, func(log logrus.FieldLogger) (any, error) {
+			return restore.New(log, settings), nil
 		}).
 		Serve()
 }

@@ -94,7 +94,7 @@ func (r *run) progress() velero.OperationProgress {
 	r.st = st
 
 	err = r.work(ctx, obj)
-	final, uerr := store.update(context.Background(), r.op, func(cur *State) error {
+	final, _, uerr := store.update(context.Background(), r.op, func(cur *State) error {
 		if cur.Owner != r.owner || cur.Terminal() {
 			return errStop // canceled, or taken over after we went silent
 		}
@@ -497,19 +497,27 @@ func (r *run) openLocation(ctx context.Context) (*location.Location, error) {
 // targetErr makes the target's refusals end the operation: they will not
 // change by themselves. Anything else is retried in the next call.
 func targetErr(err error) error {
+	is := func(targets ...error) bool {
+		for _, t := range targets {
+			if errors.Is(err, t) || errors.Is(rpctypes.Error(errors.Unwrap(err)), t) {
+				return true
+			}
+		}
+		return false
+	}
 	var why string
-	switch rpctypes.Error(err) {
-	case rpctypes.ErrNoSpace:
+	switch {
+	case is(rpctypes.ErrNoSpace, rpctypes.ErrGRPCNoSpace):
 		why = "the target's database is full (etcd --quota-backend-bytes); raise the quota, then restore again"
-	case rpctypes.ErrPermissionDenied, rpctypes.ErrUserEmpty:
+	case is(rpctypes.ErrPermissionDenied, rpctypes.ErrGRPCPermissionDenied, rpctypes.ErrUserEmpty, rpctypes.ErrGRPCUserEmpty):
 		why = "the target refused the writes (etcd permission denied): the auth secret's user needs write access to every key and to leases"
-	case rpctypes.ErrAuthFailed, rpctypes.ErrInvalidAuthToken, rpctypes.ErrInvalidAuthMgmt:
+	case is(rpctypes.ErrAuthFailed, rpctypes.ErrGRPCAuthFailed, rpctypes.ErrInvalidAuthToken, rpctypes.ErrGRPCInvalidAuthToken):
 		why = "etcd authentication failed: check the username and password of the auth secret"
-	case rpctypes.ErrRequestTooLarge:
+	case is(rpctypes.ErrRequestTooLarge, rpctypes.ErrGRPCRequestTooLarge):
 		why = "a request was larger than the target's --max-request-bytes: set annotation " + AnnotationMaxRequestBytes + " to the target's value"
-	case rpctypes.ErrTooManyOps:
+	case is(rpctypes.ErrTooManyOps, rpctypes.ErrGRPCTooManyOps):
 		why = "a transaction had more operations than the target's --max-txn-ops"
-	case rpctypes.ErrLeaseNotFound:
+	case is(rpctypes.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound):
 		why = "a lease vanished during the load"
 	default:
 		if strings.Contains(err.Error(), "more than fits in one etcd request") || strings.Contains(err.Error(), "lease table") {

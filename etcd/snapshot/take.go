@@ -156,8 +156,10 @@ func takeOne(ctx context.Context, t *cluster.Target, cand Candidate, attempt int
 	if resp.Version != "" {
 		info.Info.StorageVersion = resp.Version
 	}
-	log.WithFields(logrus.Fields{"revision": info.Info.Revision, "dbSize": info.DBSize, "compression": t.Compression}).
-		Info("etcd snapshot stream opened")
+	// Sizes go into the message: go-plugin turns numeric log fields into
+	// floats (8.27e+07) on their way to Velero's log.
+	log.Infof("etcd snapshot stream opened on member %s (revision %d, db size %s, compression %s)",
+		info.Info.MemberName, info.Info.Revision, humanBytes(info.DBSize), compressionName(t.Compression))
 
 	stored := &countingHash{h: sha256.New(), w: sink}
 	var out io.Writer = stored
@@ -231,10 +233,9 @@ func takeOne(ctx context.Context, t *cluster.Target, cand Candidate, attempt int
 		Finished:     time.Now(),
 	}
 	d := res.Finished.Sub(res.Started)
-	log.WithFields(logrus.Fields{
-		"rawBytes": res.RawSize, "storedBytes": res.StoredSize, "revision": res.Info.Revision,
-		"duration": d.Round(time.Millisecond).String(), "MBps": fmt.Sprintf("%.1f", mbps(res.RawSize, d)),
-	}).Infof("etcd snapshot of member %s committed", res.Info.MemberName)
+	log.Infof("etcd snapshot of member %s committed: %s raw, %s stored, revision %d, in %s (%.1f MB/s)",
+		res.Info.MemberName, humanBytes(res.RawSize), humanBytes(res.StoredSize), res.Info.Revision,
+		d.Round(time.Millisecond), mbps(res.RawSize, d))
 	return res, nil
 }
 
@@ -287,11 +288,11 @@ func (p *progress) update(done int64) {
 		return
 	}
 	p.last, p.lastTenth = now, tenth
-	f := logrus.Fields{"bytes": done, "MBps": fmt.Sprintf("%.1f", mbps(done, now.Sub(p.start)))}
+	pct := ""
 	if p.total > 0 {
-		f["percent"] = min(100, done*100/p.total)
+		pct = fmt.Sprintf(", about %d%%", min(100, done*100/p.total))
 	}
-	p.log.WithFields(f).Info("etcd snapshot streaming")
+	p.log.Infof("etcd snapshot streaming: %s so far (%.1f MB/s%s)", humanBytes(done), mbps(done, now.Sub(p.start)), pct)
 }
 
 func mbps(n int64, d time.Duration) float64 {
@@ -299,4 +300,17 @@ func mbps(n int64, d time.Duration) float64 {
 		return 0
 	}
 	return float64(n) / 1e6 / d.Seconds()
+}
+
+// humanBytes renders a byte count in decimal units for log lines.
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2f GB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
+	}
+	return fmt.Sprintf("%d B", n)
 }

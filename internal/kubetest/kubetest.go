@@ -85,11 +85,13 @@ func Start(t testing.TB) *Env {
 
 	e := &Env{Dir: t.TempDir()}
 	etcdURL := startEtcd(t, filepath.Join(e.Dir, "etcd"))
+	etcdReady := time.Now()
 
 	token := randomHex(t, 32)
 	writeFile(t, filepath.Join(e.Dir, "tokens.csv"), token+",admin,admin,system:masters\n")
 	writeServiceAccountKeys(t, e.Dir)
 	port := startAPIServer(t, apiserverBin, e.Dir, etcdURL, token)
+	apiserverReady := time.Now()
 
 	e.Kubeconfig = filepath.Join(e.Dir, "kubeconfig")
 	writeKubeconfig(t, e.Kubeconfig, fmt.Sprintf("https://127.0.0.1:%d", port), token)
@@ -118,7 +120,9 @@ func Start(t testing.TB) *Env {
 	if _, err := e.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("kubetest: create namespace %s: %v", VeleroNamespace, err)
 	}
-	t.Logf("kubetest: kube-apiserver https://127.0.0.1:%d ready with CRDs in %s (kubeconfig %s)", port, fmtDuration(time.Since(begin)), e.Kubeconfig)
+	t.Logf("kubetest: kube-apiserver https://127.0.0.1:%d ready in %s (etcd %s, kube-apiserver %s, CRDs %s); kubeconfig %s",
+		port, fmtDuration(time.Since(begin)), fmtDuration(etcdReady.Sub(begin)), fmtDuration(apiserverReady.Sub(etcdReady)),
+		fmtDuration(time.Since(apiserverReady)), e.Kubeconfig)
 	return e
 }
 
