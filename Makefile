@@ -26,8 +26,15 @@ test: deps
 bench: deps
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/bench/
 
+# The end-to-end scenario (test/e2e, its own Go module) with readable output:
+# a real kube-apiserver and velero server, the plugin, oss-local and etcd.
 demo:
-	$(GO) run ./cmd/demo
+	cd test/e2e && $(GO) run ./cmd/demo
+
+# The same scenario as a Go test. A first run builds kube-apiserver and velero
+# (hack/build-tools.sh, cached outside the repo).
+e2e:
+	cd test/e2e && $(GO) test -tags e2e -count=1 -timeout 60m ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

@@ -4,6 +4,9 @@
 package main
 
 import (
+	"os"
+	"runtime/debug"
+
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/pflag"
 	"github.com/vmware-tanzu/velero/pkg/plugin/framework"
@@ -14,7 +17,17 @@ import (
 	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
 )
 
+// defaultMemoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT
+// is set. Streaming keeps about (uploadConcurrency+1) part buffers live (40 MiB
+// at the defaults); without a limit the collector lets garbage from the gRPC
+// streams grow the heap to twice the live size, which a sidecar-sized memory
+// limit on the Velero pod would not survive.
+const defaultMemoryLimit = 48 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	// Velero starts plugins with its own server flags; --namespace and
 	// --kubeconfig tell the etcd actions where Velero's objects live.
 	settings := &kube.Settings{}

@@ -13,8 +13,8 @@
 //	serverSideEncryption   AES256 | KMS | SM4
 //	kmsKeyId               only with serverSideEncryption=KMS
 //	storageClass           Standard | IA | Archive | ColdArchive | DeepColdArchive
-//	partSizeMiB            8 (1..5120); objects above 10,000 parts need a larger one
-//	uploadConcurrency      4 (1..64); an upload holds at most (concurrency+1) parts in memory
+//	partSizeMiB            6 (1..5120); objects above 10,000 parts need a larger one
+//	uploadConcurrency      3 (1..64); an upload holds at most (concurrency+1) parts in memory
 //	signedUrlEndpoint      host or URL put into download links instead of endpoint
 //	connectTimeout         10s: TCP connect and TLS handshake
 //	readWriteTimeout       60s: a connection idle this long is broken

@@ -202,7 +202,9 @@ func (r *objectReader) Read(p []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
-	n, err := r.body.Read(p)
+	// Fill p: Velero's gRPC server sends one message per Read, and full
+	// 16 KiB messages halve the messages a short-reading socket would make.
+	n, err := fill(r.body, p)
 	if r.crc != nil && n > 0 {
 		r.crc.Write(p[:n])
 	}

@@ -71,7 +71,7 @@ const (
 	staleAfter = 20 * time.Second
 	// maxRetries is how many Progress calls in a row may fail on a
 	// transient error before the operation fails.
-	maxRetries = 3
+	maxRetries  = 3
 	kubeTimeout = time.Minute
 )
 

@@ -286,83 +286,117 @@ type VerifyResult struct {
 func Verify(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) (VerifyResult, error) {
 	var res VerifyResult
 	d := keyspace.NewDigest()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Pages are read ahead while the previous page is compared and hashed.
+	pages := make(chan page, 2)
+	go readPages(ctx, cli, pages)
 	var (
-		page   []*mvccKV
-		pos    int
-		rev    int64
-		cursor = "\x00"
-		more   = true
+		cur  []*mvccKV
+		pos  int
+		open = true
 	)
-	// next returns the target's next key, reading a page when needed.
 	next := func() (*mvccKV, error) {
-		for pos >= len(page) {
-			if !more {
+		for pos >= len(cur) {
+			if !open {
 				return nil, nil
 			}
-			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-			opts := []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithLimit(verifyPageSize)}
-			if rev != 0 {
-				opts = append(opts, clientv3.WithRev(rev))
+			p, ok := <-pages
+			if !ok {
+				open = false
+				return nil, nil
 			}
-			resp, err := cli.Get(rctx, cursor, opts...)
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("reading the target back from %q: %w", truncate(cursor, 100), err)
+			if p.err != nil {
+				return nil, p.err
 			}
-			if rev == 0 {
-				rev = resp.Header.Revision
-			}
-			page, pos = page[:0], 0
-			for _, kv := range resp.Kvs {
-				page = append(page, &mvccKV{key: kv.Key, value: kv.Value, lease: kv.Lease})
-			}
-			more = resp.More && len(resp.Kvs) > 0
-			if len(resp.Kvs) > 0 {
-				cursor = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
-			}
+			cur, pos = p.kvs, 0
 		}
-		kv := page[pos]
+		kv := cur[pos]
 		pos++
 		return kv, nil
 	}
-	cur, err := next()
+	target, err := next()
 	if err != nil {
 		return res, err
 	}
 	err = snap.Each(0, func(_ int64, want keyspace.KV) error {
-		for cur != nil && bytes.Compare(cur.key, want.Key) < 0 {
+		for target != nil && bytes.Compare(target.key, want.Key) < 0 {
 			res.Extra++
-			if cur, err = next(); err != nil {
+			if target, err = next(); err != nil {
 				return err
 			}
 		}
-		if cur == nil || !bytes.Equal(cur.key, want.Key) {
+		if target == nil || !bytes.Equal(target.key, want.Key) {
 			if res.FirstMissing == "" {
 				res.FirstMissing = string(want.Key)
 			}
 			return nil
 		}
-		d.Add(cur.key, cur.value)
-		if !bytes.Equal(cur.value, want.Value) && res.FirstDifferent == "" {
+		d.Add(target.key, target.value)
+		if !bytes.Equal(target.value, want.Value) && res.FirstDifferent == "" {
 			res.FirstDifferent = string(want.Key)
 		}
-		if cur.lease != 0 && want.Lease != 0 {
+		if target.lease != 0 && want.Lease != 0 {
 			res.LeasedKeys++
 		}
-		cur, err = next()
+		target, err = next()
 		return err
 	})
 	if err != nil {
 		return res, err
 	}
-	for cur != nil {
+	for target != nil {
 		res.Extra++
-		if cur, err = next(); err != nil {
+		if target, err = next(); err != nil {
 			return res, err
 		}
 	}
 	res.Keys, res.Digest = d.Count(), d.Sum()
 	return res, nil
+}
+
+type page struct {
+	kvs []*mvccKV
+	err error
+}
+
+// readPages reads the whole keyspace at one revision, in key order, and
+// closes out when done.
+func readPages(ctx context.Context, cli *clientv3.Client, out chan<- page) {
+	defer close(out)
+	cursor, rev := "\x00", int64(0)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		opts := []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithLimit(verifyPageSize)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := cli.Get(rctx, cursor, opts...)
+		cancel()
+		if err != nil {
+			select {
+			case out <- page{err: fmt.Errorf("reading the target back from %q: %w", truncate(cursor, 100), err)}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		p := page{kvs: make([]*mvccKV, 0, len(resp.Kvs))}
+		for _, kv := range resp.Kvs {
+			p.kvs = append(p.kvs, &mvccKV{key: kv.Key, value: kv.Value, lease: kv.Lease})
+		}
+		select {
+		case out <- p:
+		case <-ctx.Done():
+			return
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return
+		}
+		cursor = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
 
 type mvccKV struct {

@@ -105,7 +105,8 @@ func (r *run) progress() velero.OperationProgress {
 		case err == nil:
 		case errors.As(err, &f):
 			cur.Phase, cur.Message = PhaseFailed, err.Error()
-		case ctx.Err() != nil && cur.Phase == PhaseLoading:
+		case ctx.Err() != nil:
+			// The call's budget is used up: not a failure, the next call goes on.
 			cur.Message = fmt.Sprintf("loaded %d of %d keys; continuing in the next call", cur.Keys, cur.TotalKeys)
 		default:
 			cur.Retries++

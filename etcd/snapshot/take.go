@@ -181,7 +181,11 @@ func takeOne(ctx context.Context, t *cluster.Target, cand Candidate, attempt int
 	}
 
 	check := newTrailerCheck()
-	raw := sha256.New()
+	// Uncompressed, the stored bytes are the raw bytes: hash them once.
+	var raw hash.Hash
+	if enc != nil {
+		raw = sha256.New()
+	}
 	prog := progress{log: log, total: info.DBSize + trailerSize, start: started, last: started}
 	buf := make([]byte, readBufferSize)
 	for {
@@ -192,7 +196,9 @@ func takeOne(ctx context.Context, t *cluster.Target, cand Candidate, attempt int
 				corruptHook(chunk)
 			}
 			check.Write(chunk)
-			raw.Write(chunk)
+			if raw != nil {
+				raw.Write(chunk)
+			}
 			if _, werr := out.Write(chunk); werr != nil {
 				return nil, fmt.Errorf("write to sink: %w", werr)
 			}
@@ -222,12 +228,17 @@ func takeOne(ctx context.Context, t *cluster.Target, cand Candidate, attempt int
 		return nil, fmt.Errorf("commit snapshot: %w", err)
 	}
 	committed = true
+	storedSum := hex.EncodeToString(stored.h.Sum(nil))
+	rawSum := storedSum
+	if raw != nil {
+		rawSum = hex.EncodeToString(raw.Sum(nil))
+	}
 	res = &Result{
 		Info:         info.Info,
 		RawSize:      check.size,
-		RawSHA256:    hex.EncodeToString(raw.Sum(nil)),
+		RawSHA256:    rawSum,
 		StoredSize:   stored.n,
-		StoredSHA256: hex.EncodeToString(stored.h.Sum(nil)),
+		StoredSHA256: storedSum,
 		Compression:  compressionName(t.Compression),
 		Started:      started,
 		Finished:     time.Now(),

@@ -120,7 +120,7 @@ func Start(t testing.TB) *Env {
 	if _, err := e.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("kubetest: create namespace %s: %v", VeleroNamespace, err)
 	}
-	t.Logf("kubetest: kube-apiserver https://127.0.0.1:%d ready in %s (etcd %s, kube-apiserver %s, CRDs %s); kubeconfig %s",
+	t.Logf("kubetest: kube-apiserver https://127.0.0.1:%d ready in %s (binary+etcd %s, kube-apiserver %s, CRDs+namespace %s); kubeconfig %s",
 		port, fmtDuration(time.Since(begin)), fmtDuration(etcdReady.Sub(begin)), fmtDuration(apiserverReady.Sub(etcdReady)),
 		fmtDuration(time.Since(apiserverReady)), e.Kubeconfig)
 	return e
@@ -196,7 +196,7 @@ func startAPIServer(t testing.TB, bin, dir, etcdURL, token string) int {
 			"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
 			"--authorization-mode=RBAC",
 			"--token-auth-file=" + filepath.Join(dir, "tokens.csv"),
-			"--disable-admission-plugins=ServiceAccount",
+			"--disable-admission-plugins=ServiceAccount,ResourceQuota",
 		}
 		logFile, err := os.Create(logPath)
 		if err != nil {
@@ -357,6 +357,35 @@ func (e *Env) installCRDs(t testing.TB, root string) {
 		})
 		if err != nil {
 			t.Fatalf("kubetest: CRD %s not established: %v", crd.Name, err)
+		}
+	}
+	// Established does not mean discoverable yet: wait until discovery lists
+	// every CRD, so that the first Apply need not wait for it.
+	disco, err := discovery.NewDiscoveryClientForConfig(e.Config)
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
+	for _, crd := range crds {
+		for _, v := range crd.Spec.Versions {
+			if !v.Served {
+				continue
+			}
+			gv := crd.Spec.Group + "/" + v.Name
+			err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+				list, err := disco.ServerResourcesForGroupVersion(gv)
+				if err != nil {
+					return false, nil
+				}
+				for _, r := range list.APIResources {
+					if r.Name == crd.Spec.Names.Plural {
+						return true, nil
+					}
+				}
+				return false, nil
+			})
+			if err != nil {
+				t.Fatalf("kubetest: %s of CRD %s not discoverable: %v", gv, crd.Name, err)
+			}
 		}
 	}
 	e.mapper.Reset()

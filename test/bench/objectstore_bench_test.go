@@ -12,7 +12,6 @@ import (
 
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/benchutil"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/osslocal/osstest"
-	"github.com/velero-etcd/velero-plugin-for-etcd/internal/pluginhost"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/plugintest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
 )
@@ -85,12 +84,7 @@ func BenchmarkObjectStore(b *testing.B) {
 		}
 		get := benchutil.MBps(size, time.Since(start))
 
-		var rss int64
-		for _, pid := range pluginhost.PluginPIDs() {
-			if r, err := pluginhost.PeakRSS(pid); err == nil && r > rss {
-				rss = r
-			}
-		}
+		rss := peakPluginRSS()
 		fmt.Printf("\nObjectStore, %d MiB through Velero's gRPC plugin path into oss-local\n", size>>20)
 		fmt.Println(benchutil.Line("PutObject (plugin, gRPC)", put, plainPut, "plain copy to file"))
 		fmt.Println(benchutil.Line("GetObject (plugin, gRPC)", get, plainGet, "plain read of file"))

@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/actiontest"
 
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/assert"
@@ -28,32 +29,7 @@ import (
 	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
 )
 
-// capturedLog collects everything the host and the plugin process log, so a
-// test can assert that no credential ever reaches a log line.
-type capturedLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (c *capturedLog) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.Write(p)
-}
-
-func (c *capturedLog) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.String()
-}
-
-func newLogger() (*logrus.Logger, *capturedLog) {
-	c := &capturedLog{}
-	l := logrus.New()
-	l.SetOutput(c)
-	l.SetLevel(logrus.DebugLevel)
-	return l, c
-}
+func newLogger() (*logrus.Logger, *actiontest.Log) { return actiontest.NewLogger() }
 
 // credentialsFile writes a dotenv credentials file as Velero writes a BSL's
 // spec.credential Secret key to disk.

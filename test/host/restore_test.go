@@ -285,6 +285,33 @@ func TestRestoreAction(t *testing.T) {
 		assert.GreaterOrEqual(t, st.Attempt, 2)
 	})
 
+	t.Run("load spread over several calls", func(t *testing.T) {
+		// Each Progress call may work for 5 s only; the load goes on from
+		// its checkpoint in the next call.
+		t.Setenv(restore.EnvCallBudget, "5s")
+		dst := etcdtest.Start(t, etcdtest.Options{Members: 3})
+		run := env.execute(t, b, "r-budget", dst.Endpoints, nil)
+		var calls int
+		var partial bool
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			p, err := run.progress(t)
+			require.NoError(t, err)
+			calls++
+			if p.Completed {
+				require.Empty(t, p.Err)
+				break
+			}
+			if st := env.status(t, "shared"); st.Keys > 0 && st.Keys < st.TotalKeys {
+				partial = true
+			}
+			require.True(t, time.Now().Before(deadline), p.Description)
+		}
+		assert.True(t, partial, "a call ended part way through the load")
+		assert.Greater(t, calls, 1)
+		assertSameData(t, b.want, dst.Dump(t))
+	})
+
 	nonEmpty := func(t *testing.T) *etcdtest.Cluster {
 		dst := etcdtest.Start(t, etcdtest.Options{Members: 1})
 		_, err := dst.Client(t).Put(t.Context(), "/already/here", "x")

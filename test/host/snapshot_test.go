@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -18,20 +17,17 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	"github.com/vmware-tanzu/velero/pkg/persistence"
 	biav2 "github.com/vmware-tanzu/velero/pkg/plugin/velero/backupitemaction/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/backup"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/actiontest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/etcdtest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/kubetest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/osslocal/osstest"
@@ -39,96 +35,35 @@ import (
 	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
 )
 
-// snapshotEnv is one kube-apiserver, one oss-local and the plugin launched
-// through Velero's host code, shared by the snapshot cases.
+// snapshotEnv is actiontest's environment plus the snapshot action launched
+// through Velero's host code.
+// capturedLog is kept as a name for the restore tests.
+type capturedLog = actiontest.Log
+
 type snapshotEnv struct {
+	*actiontest.Env
 	kube   *kubetest.Env
 	oss    *osstest.Env
-	action biav2.BackupItemAction
-	log    *capturedLog
 	store  *objectstore.ObjectStore
+	action biav2.BackupItemAction
+	log    *actiontest.Log
 }
 
 func newSnapshotEnv(t *testing.T) *snapshotEnv {
-	kube := kubetest.Start(t)
-	oss := osstest.Start(t)
-	// The plugin process inherits the environment, as under `velero server`.
-	t.Setenv("KUBECONFIG", kube.Kubeconfig)
-	t.Setenv("VELERO_NAMESPACE", "velero")
-
-	ctx := t.Context()
-	_, err := kube.Client.CoreV1().Secrets("velero").Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "oss-credentials", Namespace: "velero"},
-		Data: map[string][]byte{"cloud": []byte(fmt.Sprintf("ALIBABA_CLOUD_ACCESS_KEY_ID=%s\nALIBABA_CLOUD_ACCESS_KEY_SECRET=%s\n",
-			oss.AccessKeyID, oss.AccessKeySecret))},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	createBSL(t, kube, "default", objectstore.PluginName, oss)
-	createBSL(t, kube, "aws", "velero.io/aws", oss)
-
-	log, captured := newLogger()
+	env := actiontest.Start(t)
+	log, captured := actiontest.NewLogger()
 	action, err := plugintest.Manager(t, log).GetBackupItemActionV2(backup.PluginName)
 	require.NoError(t, err)
-
-	store := objectstore.New(logrus.New())
-	require.NoError(t, store.InitWithCredentials(map[string]string{"bucket": oss.Bucket, "region": oss.Region, "endpoint": oss.URL},
-		[]byte("ALIBABA_CLOUD_ACCESS_KEY_ID="+oss.AccessKeyID+"\nALIBABA_CLOUD_ACCESS_KEY_SECRET="+oss.AccessKeySecret+"\n")))
-	return &snapshotEnv{kube: kube, oss: oss, action: action, log: captured, store: store}
+	return &snapshotEnv{Env: env, kube: env.Kube, oss: env.OSS, store: env.Store, action: action, log: captured}
 }
 
-func createBSL(t *testing.T, kube *kubetest.Env, name, provider string, oss *osstest.Env) {
-	bsl := &velerov1.BackupStorageLocation{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "velero.io/v1", Kind: "BackupStorageLocation"},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "velero"},
-		Spec: velerov1.BackupStorageLocationSpec{
-			Provider: provider,
-			Config:   map[string]string{"region": oss.Region, "endpoint": oss.URL},
-			Credential: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: "oss-credentials"}, Key: "cloud",
-			},
-			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: oss.Bucket, Prefix: "cluster-a"}},
-		},
-	}
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(bsl)
-	require.NoError(t, err)
-	kube.Apply(t, &unstructured.Unstructured{Object: u})
-}
+var (
+	newBackup   = actiontest.NewBackup
+	etcdCluster = actiontest.EtcdCluster
+)
 
-func newBackup(name, location string) *velerov1.Backup {
-	return &velerov1.Backup{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "velero", UID: types.UID("uid-" + name)},
-		Spec:       velerov1.BackupSpec{StorageLocation: location},
-	}
-}
-
-// etcdCluster is an opted-in etcd-io operator EtcdCluster pointing at eps.
-func etcdCluster(name string, eps []string, extra map[string]string) *unstructured.Unstructured {
-	ann := map[string]any{"velero-etcd.io/snapshot": "true", "velero-etcd.io/endpoints": strings.Join(eps, ",")}
-	for k, v := range extra {
-		ann[k] = v
-	}
-	return &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "operator.etcd.io/v1alpha1",
-		"kind":       "EtcdCluster",
-		"metadata":   map[string]any{"name": name, "namespace": "apps", "labels": map[string]any{"app": "etcd"}, "annotations": ann},
-		"spec":       map[string]any{"size": int64(3)},
-	}}
-}
-
-func (e *snapshotEnv) get(t *testing.T, key string) []byte {
-	rc, err := e.store.GetObject(e.oss.Bucket, key)
-	require.NoError(t, err)
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	require.NoError(t, err)
-	return b
-}
-
-func (e *snapshotEnv) keys(t *testing.T, prefix string) []string {
-	keys, err := e.store.ListObjects(e.oss.Bucket, prefix)
-	require.NoError(t, err)
-	return keys
-}
+func (e *snapshotEnv) get(t *testing.T, key string) []byte       { return e.Get(t, key) }
+func (e *snapshotEnv) keys(t *testing.T, prefix string) []string { return e.Keys(t, prefix) }
 
 // restoreAndDump restores snapshot bytes with etcdutl into a new
 // single-member cluster and returns every key and value.
@@ -341,15 +276,7 @@ func TestSnapshotAction(t *testing.T) {
 }
 
 func (e *snapshotEnv) secret(t *testing.T, ns, name string, data map[string][]byte) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err := e.kube.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-	if err != nil {
-		_, err = e.kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-		require.NoError(t, err)
-	}
-	_, err = e.kube.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: data}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	e.Secret(t, ns, name, data)
 }
 
 // leaderIndex asks every member who leads.

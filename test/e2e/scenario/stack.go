@@ -12,6 +12,7 @@ import (
 
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	velerov2alpha1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v2alpha1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
@@ -35,6 +36,12 @@ const (
 	CredentialSecret = "oss-credentials"
 	CredentialKey    = "cloud"
 	DefaultLocation  = "default"
+)
+
+// Versions of the tools hack/build-tools.sh builds (test/e2e/tools).
+const (
+	kubeVersion   = "v1.33.13"
+	veleroVersion = "v1.18.3"
 )
 
 // Server timings shortened for a local run (defaults: 1m, 10s, 1m).
@@ -69,7 +76,7 @@ func StartStack(t testing.TB, r *Reporter) *Stack {
 	t.Helper()
 	s := &Stack{T: t, R: r, Dir: t.TempDir()}
 
-	r.Step("Tools: kube-apiserver %s, velero %s and the plugin, built from the Go module proxy (cached)", "v1.33.13", "v1.18.3")
+	r.Step("Tools: kube-apiserver %s, velero %s and the plugin, built from the Go module proxy (cached)", kubeVersion, veleroVersion)
 	begin := time.Now()
 	apiserverBin := kubetest.Binary(t, kubetest.ToolKubeAPIServer)
 	s.VeleroBin = kubetest.Binary(t, kubetest.ToolVelero)
@@ -88,7 +95,7 @@ func StartStack(t testing.TB, r *Reporter) *Stack {
 	s.Kube = kubetest.Start(t)
 	r.Show("kubeconfig: %s", s.Kube.Kubeconfig)
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{velerov1.AddToScheme, velerov2alpha1.AddToScheme, corev1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{velerov1.AddToScheme, velerov2alpha1.AddToScheme, corev1.AddToScheme, appsv1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			t.Fatalf("%v", err)
 		}
@@ -108,6 +115,7 @@ func StartStack(t testing.TB, r *Reporter) *Stack {
 	r.Show("every velero command below also gets --kubeconfig %s --namespace %s", s.Kube.Kubeconfig, Namespace)
 
 	s.installVeleroCRDs(t)
+	s.createVeleroDeployment(t)
 
 	r.Step("Starting oss-local, the local OSS server")
 	s.OSS = osstest.Start(t)
@@ -210,6 +218,34 @@ func (s *Stack) installVeleroCRDs(t testing.TB) {
 		t.Fatalf("velero install --crds-only installed only %d CRDs: %v", len(installed), names)
 	}
 	s.R.Show("%d Velero CRDs established", len(installed))
+}
+
+// createVeleroDeployment creates the Deployment object `velero install`
+// would create. The velero server runs here as a local process, but it
+// reads its own Deployment (the pod-volume restore action takes the image
+// from it, and every restore fails without it). No controller-manager runs,
+// so the object never starts a pod.
+func (s *Stack) createVeleroDeployment(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	labels := map[string]string{"component": "velero", "deploy": "velero"}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "velero", Namespace: Namespace, Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "velero", Image: "velero/velero:" + veleroVersion, Command: []string{"/velero"}, Args: []string{"server"},
+				}}},
+			},
+		},
+	}
+	if err := s.Client.Create(ctx, d); err != nil {
+		t.Fatalf("create Deployment velero: %v", err)
+	}
+	s.R.Show("Deployment %s/velero (the object only: the server runs as a local process, but restores read its image)", Namespace)
 }
 
 // CreateCredentialSecret creates a Secret holding a dotenv credentials file,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -77,7 +78,7 @@ func (c *CLI) Try(t testing.TB, show int, args ...string) CmdResult {
 	cmd, out := c.command(ctx, args)
 	start := time.Now()
 	err := cmd.Run()
-	res := CmdResult{Args: args, Output: out.String(), Err: err}
+	res := CmdResult{Args: args, Output: plain(out.String()), Err: err}
 	t.Logf("velero %s (%s, err=%v):\n%s", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), err, res.Output)
 	if show >= 0 {
 		c.R.Output(res.Output, show)
@@ -103,7 +104,7 @@ func (c *CLI) Quiet(t testing.TB, args ...string) CmdResult {
 	defer cancel()
 	cmd, out := c.command(ctx, args)
 	err := cmd.Run()
-	res := CmdResult{Args: args, Output: out.String(), Err: err}
+	res := CmdResult{Args: args, Output: plain(out.String()), Err: err}
 	c.checkSecrets(t, res)
 	return res
 }
@@ -149,7 +150,7 @@ func (b *BgCmd) Wait() CmdResult {
 	b.t.Helper()
 	<-b.done
 	if b.res == nil {
-		b.res = &CmdResult{Args: b.args, Output: b.out.String(), Err: b.err}
+		b.res = &CmdResult{Args: b.args, Output: plain(b.out.String()), Err: b.err}
 		b.t.Logf("velero %s (err=%v):\n%s", strings.Join(b.args, " "), b.err, b.res.Output)
 		b.c.R.Command(ShowLine(b.args) + "   (finished)")
 		if b.show >= 0 {
@@ -168,6 +169,11 @@ func (c *CLI) checkSecrets(t testing.TB, res CmdResult) {
 		}
 	}
 }
+
+// ansiEscape matches the colour codes `velero describe` prints.
+var ansiEscape = regexp.MustCompile(`\x1b\[[0-9;]*m`)
+
+func plain(s string) string { return ansiEscape.ReplaceAllString(s, "") }
 
 // lineWith returns the first line of out containing every part, or "".
 func lineWith(out string, parts ...string) string {
@@ -205,5 +211,3 @@ func describeField(out, field string) string {
 	}
 	return ""
 }
-
-

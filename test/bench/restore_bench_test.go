@@ -1,0 +1,244 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/backup"
+	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/restore"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/benchutil"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/etcdtest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/kubetest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/osslocal/osstest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/pluginhost"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/plugintest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
+)
+
+// BenchmarkRestore loads a snapshot of BENCH_RESTORE_KEYS (default 1M) keys
+// of 1 KiB, about 1 GiB, into an empty three-member cluster through the
+// plugin (backup with etcd-snapshot, then Execute and Progress of
+// etcd-restore, each Progress in a new plugin process). The baseline is the
+// same cluster size taking the same data from a plain batched client in the
+// same run: the fill of the source cluster.
+func BenchmarkRestore(b *testing.B) {
+	keys := int(benchutil.SizeMiB("BENCH_RESTORE_KEYS", 1_000_000))
+	const valueSize = 1024
+	kube := kubetest.Start(b)
+	oss := osstest.Start(b)
+	b.Setenv("KUBECONFIG", kube.Kubeconfig)
+	b.Setenv("VELERO_NAMESPACE", "velero")
+	setUpLocation(b, kube, oss)
+	log := logrus.New()
+	captured := &lockedBuffer{}
+	log.SetOutput(captured)
+	log.SetLevel(logrus.InfoLevel)
+
+	for b.Loop() {
+		// Baseline: etcdtest.Fill is a plain client writing batched
+		// transactions (128 puts, 8 in flight) into an empty cluster.
+		src := etcdtest.Start(b, etcdtest.Options{Members: 3})
+		start := time.Now()
+		for done := 0; done < keys; done += 100_000 {
+			src.Fill(b, min(100_000, keys-done), valueSize)
+		}
+		plainTime := time.Since(start)
+		var dataBytes int64
+		for i := range keys {
+			dataBytes += int64(len(fmt.Sprintf("fill/%010d", i)) + valueSize)
+		}
+
+		bk := &velerov1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "bench", Namespace: "velero", UID: types.UID("uid-bench")},
+			Spec: velerov1.BackupSpec{StorageLocation: "default"}}
+		u, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(bk)
+		bobj := &unstructured.Unstructured{Object: u}
+		bobj.SetAPIVersion("velero.io/v1")
+		bobj.SetKind("Backup")
+		kube.Apply(b, bobj)
+		bia, err := plugintest.Manager(b, log).GetBackupItemActionV2(backup.PluginName)
+		if err != nil {
+			b.Fatal(err)
+		}
+		item := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "operator.etcd.io/v1alpha1", "kind": "EtcdCluster",
+			"metadata": map[string]any{"name": "bench", "namespace": "apps", "annotations": map[string]any{
+				"velero-etcd.io/snapshot": "true", "velero-etcd.io/endpoints": strings.Join(src.Endpoints, ",")}},
+			"spec": map[string]any{"size": int64(3)},
+		}}
+		out, _, _, _, err := bia.Execute(item, bk)
+		if err != nil {
+			b.Fatal(err)
+		}
+		backedUp := &unstructured.Unstructured{Object: out.UnstructuredContent()}
+		src.StopAll()
+		dst := etcdtest.StartAt(b, etcdtest.Options{}, src.Endpoints)
+
+		ria, err := plugintest.Manager(b, log).GetRestoreItemActionV2(restore.PluginName)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs := &velerov1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "r-bench", Namespace: "velero"}, Spec: velerov1.RestoreSpec{BackupName: "bench"}}
+		res, err := ria.Execute(&velero.RestoreItemActionExecuteInput{Item: backedUp.DeepCopy(), ItemFromBackup: backedUp, Restore: rs})
+		if err != nil {
+			b.Fatal(err)
+		}
+		kube.Apply(b, &unstructured.Unstructured{Object: res.UpdatedItem.UnstructuredContent()})
+
+		before := map[int]bool{}
+		for _, pid := range pluginhost.PluginPIDs() {
+			before[pid] = true
+		}
+		var peak int64
+		stopSampling := sampleRSS(before, &peak)
+		start = time.Now()
+		for {
+			m, err := pluginhost.NewManager(plugintest.PluginDir(b), log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			a, err := m.GetRestoreItemActionV2(restore.PluginName)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := a.Progress(res.OperationID, rs)
+			m.CleanupClients()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if p.Completed {
+				if p.Err != "" {
+					b.Fatal(p.Err)
+				}
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		pluginTime := time.Since(start)
+		stopSampling()
+		// The plugin verified every key and value against the snapshot's
+		// digest; a count is enough here.
+		resp, err := dst.Client(b).Get(b.Context(), "\x00", clientv3.WithFromKey(), clientv3.WithCountOnly())
+		if err != nil || resp.Count != int64(keys) {
+			b.Fatalf("restored %v keys, want %d (%v)", resp, keys, err)
+		}
+
+		plain := benchutil.MBps(dataBytes, plainTime)
+		plug := benchutil.MBps(dataBytes, pluginTime)
+		loadMBps := loggedLoadRate(captured.String())
+		fmt.Printf("\nRestore, %d keys of %d B (%.0f MB) into an empty 3-member cluster through Velero's plugin host\n", keys, valueSize, float64(dataBytes)/1e6)
+		fmt.Println(benchutil.Line("restore end to end (plugin)", plug, plain, "plain batched client"))
+		if loadMBps > 0 {
+			fmt.Println(benchutil.Line("  of which the load phase", loadMBps, plain, "plain batched client"))
+		}
+		fmt.Printf("%-34s %8.0f keys/s %-26s %8.0f keys/s\n", "restore end to end (plugin)", float64(keys)/pluginTime.Seconds(), "plain batched client", float64(keys)/plainTime.Seconds())
+		fmt.Printf("%-34s %8.1f MiB\n", "plugin process peak RSS", float64(peak)/(1<<20))
+		b.ReportMetric(plug, "restore-MB/s")
+		b.ReportMetric(plug/plain, "restore-ratio")
+		b.ReportMetric(float64(keys)/pluginTime.Seconds(), "restore-keys/s")
+		b.ReportMetric(float64(peak)/(1<<20), "plugin-peak-RSS-MiB")
+	}
+}
+
+// loggedLoadRate finds the MB/s of the load phase in the plugin's log.
+func loggedLoadRate(log string) float64 {
+	m := regexp.MustCompile(`loaded \d+ keys .* ([0-9.]+) MB/s`).FindAllStringSubmatch(log, -1)
+	if len(m) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[len(m)-1][1], 64)
+	return v
+}
+
+// sampleRSS records the highest VmHWM of plugin processes not in skip.
+func sampleRSS(skip map[int]bool, peak *int64) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			for _, pid := range pluginhost.PluginPIDs() {
+				if skip[pid] {
+					continue
+				}
+				if r, err := pluginhost.PeakRSS(pid); err == nil && r > *peak {
+					*peak = r
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func setUpLocation(b *testing.B, kube *kubetest.Env, oss *osstest.Env) {
+	ctx := b.Context()
+	_, err := kube.Client.CoreV1().Secrets("velero").Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "oss-credentials", Namespace: "velero"},
+		Data:       map[string][]byte{"cloud": []byte("ALIBABA_CLOUD_ACCESS_KEY_ID=" + oss.AccessKeyID + "\nALIBABA_CLOUD_ACCESS_KEY_SECRET=" + oss.AccessKeySecret + "\n")},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	bsl := &velerov1.BackupStorageLocation{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "velero.io/v1", Kind: "BackupStorageLocation"},
+		ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "velero"},
+		Spec: velerov1.BackupStorageLocationSpec{
+			Provider:    objectstore.PluginName,
+			Config:      map[string]string{"region": oss.Region, "endpoint": oss.URL},
+			Credential:  &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "oss-credentials"}, Key: "cloud"},
+			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: oss.Bucket, Prefix: "bench"}},
+		},
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(bsl)
+	if err != nil {
+		b.Fatal(err)
+	}
+	kube.Apply(b, &unstructured.Unstructured{Object: u})
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	sb strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if os.Getenv("BENCH_VERBOSE") != "" {
+		os.Stderr.Write(p)
+	}
+	return l.sb.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sb.String()
+}
+
+var _ io.Writer = (*lockedBuffer)(nil)

@@ -1,0 +1,96 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	etcdsnapshot "go.etcd.io/etcd/client/v3/snapshot"
+	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/backup"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/actiontest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/benchutil"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/etcdtest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/pluginhost"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/plugintest"
+)
+
+// BenchmarkSnapshot fills etcd with about BENCH_SNAPSHOT_MIB (default 1024)
+// of 1 KiB values, then snapshots it through the etcd-snapshot action, over
+// Velero's gRPC plugin path into oss-local, against etcd's own
+// snapshot.SaveWithVersion to a local file in the same run.
+func BenchmarkSnapshot(b *testing.B) {
+	const valueSize = 1024
+	keys := int(benchutil.SizeMiB("BENCH_SNAPSHOT_MIB", 1024) << 20 / valueSize)
+	actiontest.Start(b) // the storage location and credentials the action reads
+	c := etcdtest.Start(b, etcdtest.Options{Members: 1})
+	start := time.Now()
+	c.Fill(b, keys, valueSize)
+	fmt.Printf("\nfilled %d keys of %d bytes in %s\n", keys, valueSize, time.Since(start).Round(time.Second))
+
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	log.SetLevel(logrus.WarnLevel)
+	action, err := plugintest.Manager(b, log).GetBackupItemActionV2(backup.PluginName)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	idle := peakPluginRSS()
+	run := 0
+	for b.Loop() {
+		run++
+		path := filepath.Join(b.TempDir(), "snapshot.db")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		start := time.Now()
+		_, err := etcdsnapshot.SaveWithVersion(ctx, zap.NewNop(), clientv3.Config{Endpoints: c.Endpoints[:1], DialTimeout: 10 * time.Second}, path)
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		baseline := time.Since(start)
+		fi, err := os.Stat(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		os.Remove(path)
+
+		name := fmt.Sprintf("bench-%d", run)
+		start = time.Now()
+		out, _, _, _, err := action.Execute(actiontest.EtcdCluster(name, c.Endpoints, nil), actiontest.NewBackup(name, "default"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		plugin := time.Since(start)
+		var size int64
+		fmt.Sscan((&unstructured.Unstructured{Object: out.UnstructuredContent()}).GetAnnotations()[backup.AnnotationSnapshotSize], &size)
+
+		rss := peakPluginRSS()
+		basePS, pluginPS := benchutil.MBps(fi.Size(), baseline), benchutil.MBps(size, plugin)
+		fmt.Printf("etcd snapshot of %.0f MB (%d keys)\n", float64(size)/1e6, keys)
+		fmt.Println(benchutil.Line("etcd-snapshot action -> oss-local", pluginPS, basePS, "SaveWithVersion to file"))
+		fmt.Printf("%-34s %8.1f MiB   (%.1f MiB after start-up)\n", "plugin process peak RSS", float64(rss)/(1<<20), float64(idle)/(1<<20))
+		b.ReportMetric(pluginPS, "action-MB/s")
+		b.ReportMetric(basePS, "baseline-MB/s")
+		b.ReportMetric(pluginPS/basePS, "ratio")
+		b.ReportMetric(float64(rss)/(1<<20), "plugin-peak-RSS-MiB")
+	}
+}
+
+// peakPluginRSS is the largest peak RSS among this process's plugin children.
+func peakPluginRSS() int64 {
+	var rss int64
+	for _, pid := range pluginhost.PluginPIDs() {
+		if r, err := pluginhost.PeakRSS(pid); err == nil && r > rss {
+			rss = r
+		}
+	}
+	return rss
+}
