@@ -196,7 +196,7 @@ func startAPIServer(t testing.TB, bin, dir, etcdURL, token string) int {
 			"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
 			"--authorization-mode=RBAC",
 			"--token-auth-file=" + filepath.Join(dir, "tokens.csv"),
-			"--disable-admission-plugins=ServiceAccount,ResourceQuota",
+			"--disable-admission-plugins=ServiceAccount",
 		}
 		logFile, err := os.Create(logPath)
 		if err != nil {
