@@ -63,6 +63,9 @@ const (
 	// operations controller waits for it. A longer load goes on in the
 	// next call from its checkpoint.
 	defaultCallBudget = 10 * time.Minute
+	// stepAllowance bounds the steps of a call other than the load
+	// (download, verification), which cannot stop part way.
+	stepAllowance = 15 * time.Minute
 	// EnvCallBudget overrides defaultCallBudget (a Go duration).
 	EnvCallBudget = "VELERO_ETCD_RESTORE_CALL_BUDGET"
 	// heartbeatEvery is how often a loading process records its checkpoint.

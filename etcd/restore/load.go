@@ -22,16 +22,17 @@ import (
 // 1.5 MiB and --max-txn-ops 128; the loader stays well under both.
 const (
 	DefaultMaxRequestBytes = 3 << 19 // etcd's default --max-request-bytes
-	defaultTxnOps          = 64
-	defaultTxnBytes        = 512 << 10
-	defaultConcurrency     = 8
+	defaultTxnOps          = 100
+	defaultTxnBytes        = 1 << 20
+	defaultConcurrency     = 16
 	// perOpOverhead is a generous bound on what one put adds to a request
 	// beyond its key and value (protobuf framing, lease).
 	perOpOverhead = 64
 	// requestHeadroom is kept free in every request for the txn framing.
 	requestHeadroom = 16 << 10
 	requestTimeout  = time.Minute
-	verifyPageSize  = 2000
+	verifyPageSize  = 1000
+	verifyReaders   = 4
 )
 
 // LoadOptions tune the loader; zero values take the defaults.
@@ -288,9 +289,10 @@ func Verify(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) 
 	d := keyspace.NewDigest()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Pages are read ahead while the previous page is compared and hashed.
-	pages := make(chan page, 2)
-	go readPages(ctx, cli, pages)
+	// Pages are read ahead, several at once, while the previous page is
+	// compared and hashed; they are delivered in key order.
+	pages := make(chan page, 1)
+	go readPages(ctx, cli, snap, pages)
 	var (
 		cur  []*mvccKV
 		pos  int
@@ -361,41 +363,81 @@ type page struct {
 }
 
 // readPages reads the whole keyspace at one revision, in key order, and
-// closes out when done.
-func readPages(ctx context.Context, cli *clientv3.Client, out chan<- page) {
+// closes out when done. Pages are bounded by the snapshot's own keys, every
+// verifyPageSize of them, rather than open-ended: etcd counts every key from
+// a range's start to its end on each request, so open-ended pages would make
+// reading N keys cost N squared.
+func readPages(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot, out chan<- page) {
 	defer close(out)
-	cursor, rev := "\x00", int64(0)
-	for {
-		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		opts := []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithLimit(verifyPageSize)}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
+	send := func(p page) bool {
+		select {
+		case out <- p:
+			return true
+		case <-ctx.Done():
+			return false
 		}
-		resp, err := cli.Get(rctx, cursor, opts...)
-		cancel()
-		if err != nil {
+	}
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	resp, err := cli.Get(rctx, "\x00")
+	cancel()
+	if err != nil {
+		send(page{err: fmt.Errorf("reading the target's revision: %w", err)})
+		return
+	}
+	rev := resp.Header.Revision
+
+	// Range i is [bounds[i], bounds[i+1]); "" as an end means to the last key.
+	bounds := []string{"\x00"}
+	for i := int64(0); i < snap.Keys; i += verifyPageSize {
+		if i > 0 {
+			bounds = append(bounds, snap.Key(i))
+		}
+	}
+	bounds = append(bounds, "")
+	results := make(chan chan page, verifyReaders)
+	go func() {
+		defer close(results)
+		for i := 0; i+1 < len(bounds); i++ {
+			ch := make(chan page, 1)
 			select {
-			case out <- page{err: fmt.Errorf("reading the target back from %q: %w", truncate(cursor, 100), err)}:
+			case results <- ch:
 			case <-ctx.Done():
+				return
 			}
+			go func(from, end string) { ch <- readRange(ctx, cli, rev, from, end) }(bounds[i], bounds[i+1])
+		}
+	}()
+	for ch := range results {
+		p := <-ch
+		if !send(p) || p.err != nil {
 			return
 		}
-		if rev == 0 {
-			rev = resp.Header.Revision
+	}
+}
+
+// readRange reads [from, end) at rev, in as many requests as it takes.
+func readRange(ctx context.Context, cli *clientv3.Client, rev int64, from, end string) page {
+	var p page
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRev(rev), clientv3.WithLimit(verifyPageSize)}
+		if end == "" {
+			opts = append(opts, clientv3.WithFromKey())
+		} else {
+			opts = append(opts, clientv3.WithRange(end))
 		}
-		p := page{kvs: make([]*mvccKV, 0, len(resp.Kvs))}
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		resp, err := cli.Get(rctx, from, opts...)
+		cancel()
+		if err != nil {
+			return page{err: fmt.Errorf("reading the target back from %q: %w", truncate(from, 100), err)}
+		}
 		for _, kv := range resp.Kvs {
 			p.kvs = append(p.kvs, &mvccKV{key: kv.Key, value: kv.Value, lease: kv.Lease})
 		}
-		select {
-		case out <- p:
-		case <-ctx.Done():
-			return
-		}
 		if !resp.More || len(resp.Kvs) == 0 {
-			return
+			return p
 		}
-		cursor = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 }
 

@@ -41,6 +41,8 @@ type run struct {
 	owner    string
 	budget   time.Duration
 
+	loadDeadline time.Time
+
 	store *objectStore
 	st    *State
 }
@@ -57,7 +59,10 @@ func fail(format string, args ...any) error { return failure{fmt.Errorf(format, 
 // step records its outcome on the object before the next step starts, so a
 // process killed anywhere leaves a state the next call continues from.
 func (r *run) progress() velero.OperationProgress {
-	ctx, cancel := context.WithTimeout(context.Background(), r.budget)
+	// The budget bounds the load, which checkpoints; the other steps cannot
+	// resume part way, so they get their own allowance on top.
+	r.loadDeadline = time.Now().Add(r.budget)
+	ctx, cancel := context.WithTimeout(context.Background(), r.budget+stepAllowance)
 	defer cancel()
 
 	store, obj, err := findObject(ctx, r.clients.Dynamic, r.op)
@@ -105,7 +110,7 @@ func (r *run) progress() velero.OperationProgress {
 		case err == nil:
 		case errors.As(err, &f):
 			cur.Phase, cur.Message = PhaseFailed, err.Error()
-		case ctx.Err() != nil:
+		case errors.Is(err, errBudget) || ctx.Err() != nil:
 			// The call's budget is used up: not a failure, the next call goes on.
 			cur.Message = fmt.Sprintf("loaded %d of %d keys; continuing in the next call", cur.Keys, cur.TotalKeys)
 		default:
@@ -134,6 +139,9 @@ func (r *run) progress() velero.OperationProgress {
 	}
 	return report(final)
 }
+
+// errBudget ends a call whose load budget is used up.
+var errBudget = errors.New("the call's load budget is used up")
 
 // save records r.st (with a heartbeat) unless the operation was canceled or
 // taken over, in which case ctx's work must stop.
@@ -263,7 +271,7 @@ func (r *run) load(ctx context.Context, cli *clientv3.Client, snap *keyspace.Sna
 		r.log.Warnf("etcd restore: %d leases from an earlier call had expired; loading again from the first key", created)
 		st.Keys, st.Bytes = 0, 0
 	}
-	loadCtx, stop := context.WithCancel(ctx)
+	loadCtx, stop := context.WithDeadline(ctx, r.loadDeadline)
 	defer stop()
 	if err := KeepAlive(loadCtx, cli, ids); err != nil {
 		return targetErr(err)
@@ -315,6 +323,9 @@ func (r *run) load(ctx context.Context, cli *clientv3.Client, snap *keyspace.Sna
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if loadCtx.Err() != nil {
+			return errBudget
 		}
 		return targetErr(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -35,6 +36,8 @@ type demoTB struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	cleanup  sync.Once
+	// interrupted silences failures that only the interruption caused.
+	interrupted atomic.Bool
 }
 
 // failNow unwinds a demo step, as runtime.Goexit does for a test.
@@ -62,7 +65,9 @@ func (d *demoTB) Error(args ...any) { d.Errorf("%s", fmt.Sprint(args...)) }
 func (d *demoTB) Errorf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	d.logf("ERROR: %s", msg)
-	fmt.Fprintf(os.Stderr, "\n!!! %s\n", msg)
+	if !d.interrupted.Load() {
+		fmt.Fprintf(os.Stderr, "\n!!! %s\n", msg)
+	}
 	d.Fail()
 }
 func (d *demoTB) Fatal(args ...any) { d.Error(args...); d.FailNow() }
@@ -169,9 +174,9 @@ func (d *demoTB) step(fn func()) (ok bool) {
 
 // RunDemo runs fn with a testing.TB that logs to logPath and removes its
 // temporary files at the end. Every process fn starts is stopped when fn
-// returns or fails, and also on SIGINT/SIGTERM. It returns false when any part
-// failed.
-func RunDemo(logPath string, fn func(t testing.TB, sub Subtests)) bool {
+// returns or fails, and also on SIGINT/SIGTERM (r goes quiet then). It
+// returns false when any part failed.
+func RunDemo(logPath string, r *Reporter, fn func(t testing.TB, sub Subtests)) bool {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -191,6 +196,8 @@ func RunDemo(logPath string, fn func(t testing.TB, sub Subtests)) bool {
 	defer signal.Stop(sigs)
 	go func() {
 		if _, ok := <-sigs; ok {
+			d.interrupted.Store(true)
+			r.Mute()
 			fmt.Fprintln(os.Stderr, "\ninterrupted: stopping every process the demo started")
 			d.runCleanups()
 			os.Exit(130)
@@ -212,7 +219,7 @@ type demoSubtests struct{ d *demoTB }
 
 func (s demoSubtests) Run(name string, fn func(t testing.TB)) bool {
 	ok := s.d.step(func() { fn(s.d) })
-	if !ok {
+	if !ok && !s.d.interrupted.Load() {
 		fmt.Fprintf(os.Stderr, "!!! part %q failed; going on with the next one\n", name)
 	}
 	return ok

@@ -5,7 +5,6 @@ import (
 	"io"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -20,21 +19,17 @@ type Reporter struct {
 // NewReporter writes to w.
 func NewReporter(w io.Writer) *Reporter { return &Reporter{w: w, start: time.Now()} }
 
-// TestWriter sends each line to t.Log: `go test -v` streams it.
-func TestWriter(t testing.TB) io.Writer { return testLogWriter{t} }
-
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 func (r *Reporter) printf(format string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	fmt.Fprintf(r.w, format, args...)
+}
+
+// Mute discards everything printed from now on.
+func (r *Reporter) Mute() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.w = io.Discard
 }
 
 // Step starts a step.

@@ -267,7 +267,7 @@ func (s *Scenario) restoreR1(t testing.TB) {
 
 	r.Step("velero restore describe r1 --details: the item operation is Completed")
 	out := s.CLI.Run(t, -1, "restore", "describe", "r1", "--details")
-	r.Output(excerpt(out, []string{"Phase:"})+section(out, "Restore Item Operations:"), 0)
+	r.Output(excerpt(out, []string{"Phase:"})+section(out, "Warnings:")+section(out, "Restore Item Operations:"), 0)
 	opRE := regexp.MustCompile(`(?s)Operation for etcdclusters\.operator\.etcd\.io ` + AppNamespace + `/` + AppCluster + `:.*?Phase:\s+(\S+)`)
 	m := opRE.FindStringSubmatch(out)
 	if m == nil || m[1] != "Completed" {
@@ -383,7 +383,6 @@ func (s *Scenario) deleteB1(t testing.TB) {
 			fmt.Sprintf("backup get: %v; %d objects left; delete requests: %v", err, len(left), phases)
 	})
 	r.Show("Backup b1 gone from the API; objects under backups/b1/: %d", len(left))
-	s.CLI.Run(t, 5, "backup", "get")
 }
 
 // createSchedule: the schedule's first backup comes about a minute later;
@@ -556,10 +555,14 @@ func (s *Scenario) manifest(t testing.TB, key string) snapshot.Manifest {
 	return m
 }
 
-// excerpt keeps the lines of a describe output that contain any of keys.
+// excerpt keeps the top-level lines of a describe output that contain any
+// of keys.
 func excerpt(out string, keys []string) string {
 	var b strings.Builder
 	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, " ") || strings.HasPrefix(l, "\t") {
+			continue
+		}
 		for _, k := range keys {
 			if strings.Contains(l, k) {
 				b.WriteString(l + "\n")

@@ -19,7 +19,7 @@ func main() {
 	fmt.Println("A first run builds kube-apiserver and velero from the Go module proxy; later runs reuse the cache.")
 	begin := time.Now()
 	r := scenario.NewReporter(os.Stdout)
-	ok := scenario.RunDemo(logPath, func(t testing.TB, sub scenario.Subtests) {
+	ok := scenario.RunDemo(logPath, r, func(t testing.TB, sub scenario.Subtests) {
 		scenario.Run(t, sub, r)
 	})
 	if !ok {
