@@ -200,7 +200,7 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 					if err != nil {
 						fail(fmt.Errorf("part %d: %w", j.number, err))
 					} else {
-						p := uploadedPart{number: j.number, etag: res.ETag, crc: crc64.Update(0, crcTable, data), size: j.n}
+						p := uploadedPart{number: j.number, etag: res.ETag, crc: partCRC(res.HashCRC64, data), size: j.n}
 						mu.Lock()
 						parts = append(parts, p)
 						mu.Unlock()
@@ -353,4 +353,14 @@ func (p *partPool) put(b []byte) {
 	if b != nil {
 		p.free <- b[:cap(b)]
 	}
+}
+
+// partCRC is the part's CRC-64. When OSS reports one, the SDK has already
+// compared it with the CRC it computed while sending the part, so reuse it
+// rather than hash the part a second time.
+func partCRC(reported *string, data []byte) uint64 {
+	if v, err := strconv.ParseUint(oss.ToString(reported), 10, 64); err == nil {
+		return v
+	}
+	return crc64.Update(0, crcTable, data)
 }
