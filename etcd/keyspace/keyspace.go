@@ -311,13 +311,7 @@ func (s *Snapshot) scan() error {
 
 // Each calls fn for every live key from ordinal from on, in key order. The
 // ordinal of a key is stable for a given snapshot, so a caller can resume.
-// A pass from 0 to the end also computes the Summary.
 func (s *Snapshot) Each(from int64, fn func(i int64, kv KV) error) error {
-	var d *Digest
-	var leased int64
-	if from == 0 && s.summary == nil {
-		d = NewDigest()
-	}
 	var buf []byte
 	for i := from; i < int64(len(s.index)); i++ {
 		e := &s.index[i]
@@ -336,29 +330,30 @@ func (s *Snapshot) Each(from int64, fn func(i int64, kv KV) error) error {
 		if err != nil || string(key) != e.key {
 			return fmt.Errorf("snapshot is corrupt: record of key %q at offset %d: %v", e.key, e.off, err)
 		}
-		if d != nil {
-			d.Add(key, value)
-			if lease != 0 {
-				leased++
-			}
-		}
 		if err := fn(i, KV{Key: key, Value: value, Lease: lease}); err != nil {
 			return err
 		}
-	}
-	if d != nil {
-		s.summary = &Summary{Keys: d.Count(), LeasedKeys: leased, Digest: d.Sum()}
 	}
 	return nil
 }
 
 // Summary returns the key count, leased key count and digest, reading every
-// value once unless a full Each pass already did.
+// value once (the first time only).
 func (s *Snapshot) Summary() (Summary, error) {
 	if s.summary == nil {
-		if err := s.Each(0, func(int64, KV) error { return nil }); err != nil {
+		d := NewDigest()
+		var leased int64
+		err := s.Each(0, func(_ int64, kv KV) error {
+			d.Add(kv.Key, kv.Value)
+			if kv.Lease != 0 {
+				leased++
+			}
+			return nil
+		})
+		if err != nil {
 			return Summary{}, err
 		}
+		s.summary = &Summary{Keys: d.Count(), LeasedKeys: leased, Digest: d.Sum()}
 	}
 	return *s.summary, nil
 }
@@ -367,6 +362,9 @@ func (s *Snapshot) Summary() (Summary, error) {
 func (s *Snapshot) offset(v []byte) int64 {
 	return int64(uintptr(unsafe.Pointer(unsafe.SliceData(v))) - s.db.Info().Data)
 }
+
+// SetSummary records a Summary computed by a caller's own full pass.
+func (s *Snapshot) SetSummary(sm Summary) { s.summary = &sm }
 
 // Key returns the key at ordinal i; the keys are sorted.
 func (s *Snapshot) Key(i int64) string { return s.index[i].key }

@@ -279,6 +279,8 @@ type VerifyResult struct {
 	Extra int64
 	// FirstMissing and FirstDifferent name a key for the error message.
 	FirstMissing, FirstDifferent string
+	// Want is the snapshot's own summary, from the same pass.
+	Want keyspace.Summary
 }
 
 // Verify reads the whole target back at one revision, page by page in key
@@ -286,7 +288,8 @@ type VerifyResult struct {
 // found in the target.
 func Verify(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) (VerifyResult, error) {
 	var res VerifyResult
-	d := keyspace.NewDigest()
+	d, wantDigest := keyspace.NewDigest(), keyspace.NewDigest()
+	var wantLeased int64
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Pages are read ahead, several at once, while the previous page is
@@ -322,6 +325,10 @@ func Verify(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) 
 		return res, err
 	}
 	err = snap.Each(0, func(_ int64, want keyspace.KV) error {
+		wantDigest.Add(want.Key, want.Value)
+		if want.Lease != 0 {
+			wantLeased++
+		}
 		for target != nil && bytes.Compare(target.key, want.Key) < 0 {
 			res.Extra++
 			if target, err = next(); err != nil {
@@ -354,6 +361,8 @@ func Verify(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) 
 		}
 	}
 	res.Keys, res.Digest = d.Count(), d.Sum()
+	res.Want = keyspace.Summary{Keys: wantDigest.Count(), LeasedKeys: wantLeased, Digest: wantDigest.Sum()}
+	snap.SetSummary(res.Want)
 	return res, nil
 }
 

@@ -98,7 +98,7 @@ func TestLoadAndVerify(t *testing.T) {
 	require.NoError(t, err)
 	sum, err := snap.Summary()
 	require.NoError(t, err)
-	assert.Equal(t, VerifyResult{Keys: sum.Keys, LeasedKeys: 2, Digest: sum.Digest}, got)
+	assert.Equal(t, VerifyResult{Keys: sum.Keys, LeasedKeys: 2, Digest: sum.Digest, Want: sum}, got)
 
 	resp, err := cli.Get(ctx, "/leased/a")
 	require.NoError(t, err)

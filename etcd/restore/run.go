@@ -338,14 +338,11 @@ func (r *run) load(ctx context.Context, cli *clientv3.Client, snap *keyspace.Sna
 
 func (r *run) verify(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) error {
 	st := r.st
-	want, err := snap.Summary()
-	if err != nil {
-		return failure{err}
-	}
 	got, err := Verify(ctx, cli, snap)
 	if err != nil {
 		return targetErr(err)
 	}
+	want := got.Want
 	switch {
 	case got.FirstMissing != "":
 		return fail("verification: key %q of the snapshot is missing from the target (%d of %d keys found)", truncate(got.FirstMissing, 200), got.Keys, want.Keys)
