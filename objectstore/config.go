@@ -67,9 +67,9 @@ const (
 	networkInternal   = "internal"
 	networkAccelerate = "accelerate"
 
-	defaultPartSizeMiB       = 6
-	minPartSizeMiB           = 1 // OSS needs >= 100 KiB for every part but the last
-	maxPartSizeMiB           = 5120
+	defaultPartSizeMiB = 6
+	minPartSizeMiB     = 1 // OSS needs >= 100 KiB for every part but the last
+	maxPartSizeMiB     = 5120
 	// 6 MiB x 3 are the v2 SDK uploader's own defaults, and keep the plugin
 	// under 100 MiB RSS while streaming (see README: make bench).
 	defaultUploadConcurrency = 3
