@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -49,10 +48,6 @@ var Resources = []string{
 type Action struct {
 	log      logrus.FieldLogger
 	settings *kube.Settings
-
-	once    sync.Once
-	clients *kube.Clients
-	err     error
 }
 
 var _ biav2.BackupItemAction = (*Action)(nil)
@@ -67,18 +62,6 @@ func (a *Action) Name() string { return PluginName }
 
 func (a *Action) AppliesTo() (velero.ResourceSelector, error) {
 	return velero.ResourceSelector{IncludedResources: Resources}, nil
-}
-
-func (a *Action) kubeClients() (*kube.Clients, error) {
-	a.once.Do(func() {
-		cfg, err := a.settings.RESTConfig()
-		if err != nil {
-			a.err = err
-			return
-		}
-		a.clients, a.err = kube.NewClients(cfg)
-	})
-	return a.clients, a.err
 }
 
 // Execute snapshots the cluster synchronously: the bytes are in the bucket,
@@ -98,7 +81,7 @@ func (a *Action) Execute(item runtime.Unstructured, backup *velerov1.Backup) (ru
 
 func (a *Action) snapshot(obj *unstructured.Unstructured, backup *velerov1.Backup) error {
 	log := a.log.WithFields(logrus.Fields{"etcdcluster": obj.GetNamespace() + "/" + obj.GetName(), "backup": backup.Name})
-	clients, err := a.kubeClients()
+	clients, err := a.settings.Clients()
 	if err != nil {
 		return fmt.Errorf("connecting to the Kubernetes API: %w", err)
 	}

@@ -20,7 +20,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -82,10 +81,6 @@ const (
 type Action struct {
 	log      logrus.FieldLogger
 	settings *kube.Settings
-
-	once    sync.Once
-	clients *kube.Clients
-	err     error
 }
 
 var _ riav2.RestoreItemAction = (*Action)(nil)
@@ -99,18 +94,6 @@ func (a *Action) Name() string { return PluginName }
 
 func (a *Action) AppliesTo() (velero.ResourceSelector, error) {
 	return velero.ResourceSelector{IncludedResources: backup.Resources}, nil
-}
-
-func (a *Action) kubeClients() (*kube.Clients, error) {
-	a.once.Do(func() {
-		cfg, err := a.settings.RESTConfig()
-		if err != nil {
-			a.err = err
-			return
-		}
-		a.clients, a.err = kube.NewClients(cfg)
-	})
-	return a.clients, a.err
 }
 
 // operation is what an operation ID names.
@@ -171,7 +154,7 @@ func (a *Action) Progress(operationID string, restore *velerov1.Restore) (velero
 	if restore != nil && restore.Name != op.restore {
 		return velero.OperationProgress{}, riav2.InvalidOperationIDError(operationID)
 	}
-	clients, err := a.kubeClients()
+	clients, err := a.settings.Clients()
 	if err != nil {
 		return velero.OperationProgress{}, fmt.Errorf("etcd restore %s: connecting to the Kubernetes API: %w", op, err)
 	}
@@ -194,7 +177,7 @@ func (a *Action) Cancel(operationID string, restore *velerov1.Restore) error {
 	if err != nil {
 		return err
 	}
-	clients, err := a.kubeClients()
+	clients, err := a.settings.Clients()
 	if err != nil {
 		return fmt.Errorf("etcd restore %s: connecting to the Kubernetes API: %w", op, err)
 	}

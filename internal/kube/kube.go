@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/spf13/pflag"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
@@ -23,6 +24,24 @@ import (
 type Settings struct {
 	Kubeconfig string
 	Namespace  string
+
+	once    sync.Once
+	clients *Clients
+	err     error
+}
+
+// Clients returns clients made on first use and shared afterwards, so a
+// plugin process that never sees an etcd item never connects to the API.
+func (s *Settings) Clients() (*Clients, error) {
+	s.once.Do(func() {
+		cfg, err := s.RESTConfig()
+		if err != nil {
+			s.err = err
+			return
+		}
+		s.clients, s.err = NewClients(cfg)
+	})
+	return s.clients, s.err
 }
 
 // BindFlags adds the two `velero server` flags the plugin cares about.
