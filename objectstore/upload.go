@@ -23,6 +23,9 @@ import (
 
 var crcTable = crc64.MakeTable(crc64.ECMA)
 
+// maxRead bounds one Read of an upload body (see fill).
+const maxRead = 64 << 10
+
 // bodyReadError marks a failure of the caller's body reader, as opposed to OSS.
 type bodyReadError struct{ err error }
 
@@ -32,10 +35,15 @@ func (e *bodyReadError) Unwrap() error { return e.err }
 // fill reads until buf is full or the reader fails. Unlike io.ReadFull it
 // keeps an error that arrives together with the last bytes of a full buffer:
 // the etcd action's verifying reader reports a bad snapshot exactly that way.
+//
+// Each Read asks for at most maxRead bytes: Velero's gRPC stream reader
+// (framework.StreamReadCloser) answers a Read only once its own buffer holds
+// len(p) bytes, so asking for a whole part would make it grow a second,
+// part-sized buffer and stall the pipeline until the part had arrived.
 func fill(r io.Reader, buf []byte) (int, error) {
 	n := 0
 	for n < len(buf) {
-		m, err := r.Read(buf[n:])
+		m, err := r.Read(buf[n:min(len(buf), n+maxRead)])
 		n += m
 		if err != nil {
 			return n, err

@@ -30,6 +30,7 @@ import (
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/actiontest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/etcdtest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/kubetest"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/osslocal"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/osslocal/osstest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/plugintest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
@@ -268,6 +269,14 @@ func TestSnapshotAction(t *testing.T) {
 	})
 
 	t.Run("log shows choice, progress and summary", func(t *testing.T) {
+		// A slow bucket stretches the stream over seconds, so the rate-bounded
+		// progress lines must appear whatever the machine's speed.
+		c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+		c.Fill(t, 20000, 1000)
+		env.oss.Server.InjectFault(osslocal.Fault{Op: "UploadPart", Latency: 1500 * time.Millisecond})
+		_, _, _, _, err := env.action.Execute(etcdCluster("slow", c.Endpoints, nil), newBackup("b-slow", "default"))
+		env.oss.Server.ClearFaults()
+		require.NoError(t, err)
 		all := env.log.String()
 		for _, s := range []string{"etcd snapshot candidate: member", "(highest)", "etcd snapshot streaming:", "MB/s", "etcd snapshot stored: oss://"} {
 			assert.Contains(t, all, s)
