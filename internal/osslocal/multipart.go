@@ -96,7 +96,7 @@ func (s *Server) uploadPart(w http.ResponseWriter, r *http.Request, req *request
 		writeError(w, r, e)
 		return
 	}
-	t, e := s.receiveBody(r, maxPartSize)
+	t, e := s.receiveBody(r, maxPartSize, false)
 	if e != nil {
 		writeError(w, r, e)
 		return

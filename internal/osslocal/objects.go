@@ -63,8 +63,10 @@ func objectAttrs(r *http.Request) (contentType string, userMeta, headers map[str
 }
 
 // receiveBody streams the request body to a temp file and checks its length
-// and Content-MD5.
-func (s *Server) receiveBody(r *http.Request, limit int64) (*tempFile, *ossError) {
+// and Content-MD5. sync asks for an fsync: objects need one before they become
+// visible; a part does not, since completing the upload syncs the object the
+// parts become, and a part cut short by a crash fails the size check then.
+func (s *Server) receiveBody(r *http.Request, limit int64, sync bool) (*tempFile, *ossError) {
 	var wantMD5 []byte
 	if v := r.Header.Get("Content-MD5"); v != "" {
 		var err error
@@ -75,7 +77,7 @@ func (s *Server) receiveBody(r *http.Request, limit int64) (*tempFile, *ossError
 	if r.ContentLength > limit {
 		return nil, newError(http.StatusBadRequest, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size.")
 	}
-	t, err := s.writeTemp(io.LimitReader(r.Body, limit+1))
+	t, err := s.writeTemp(io.LimitReader(r.Body, limit+1), sync)
 	if err != nil {
 		return nil, newError(http.StatusBadRequest, "IncompleteBody", "reading the request body: "+err.Error())
 	}
@@ -103,7 +105,7 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, req *request)
 		writeError(w, r, e)
 		return
 	}
-	t, e := s.receiveBody(r, maxPutObjectSize)
+	t, e := s.receiveBody(r, maxPutObjectSize, true)
 	if e != nil {
 		writeError(w, r, e)
 		return

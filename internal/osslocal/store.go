@@ -201,9 +201,9 @@ func (t *tempFile) discard() {
 	}
 }
 
-// writeTemp streams r to a new file under tmp/, fsyncs it and returns its
-// digests. On error the file is removed.
-func (s *Server) writeTemp(r io.Reader) (*tempFile, error) {
+// writeTemp streams r to a new file under tmp/, fsyncs it when sync is set,
+// and returns its digests. On error the file is removed.
+func (s *Server) writeTemp(r io.Reader, sync bool) (*tempFile, error) {
 	f, err := os.CreateTemp(s.tmpDir, "put-*")
 	if err != nil {
 		return nil, err
@@ -212,7 +212,7 @@ func (s *Server) writeTemp(r io.Reader) (*tempFile, error) {
 	md := md5.New()
 	crc := crc64.New(crcTable)
 	n, err := io.Copy(io.MultiWriter(f, md, crc), r)
-	if err == nil && s.fsync {
+	if err == nil && sync && s.fsync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
