@@ -193,12 +193,8 @@ func (s *Server) completeMultipart(w http.ResponseWriter, r *http.Request, req *
 		writeError(w, r, e)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxDeleteBody))
-	if err != nil {
-		writeError(w, r, newError(http.StatusBadRequest, "IncompleteBody", err.Error()))
-		return
-	}
-	if e := checkContentMD5(r, body); e != nil {
+	body, e := readXMLBody(r)
+	if e != nil {
 		writeError(w, r, e)
 		return
 	}

@@ -328,7 +328,21 @@ type deleteResult struct {
 	Deleted      []deletedObject `xml:"Deleted"`
 }
 
-const maxDeleteBody = 2 << 20
+// maxXMLBody bounds the XML bodies of DeleteMultipleObjects and
+// CompleteMultipartUpload.
+const maxXMLBody = 2 << 20
+
+// readXMLBody reads a small XML request body and checks its Content-MD5.
+func readXMLBody(r *http.Request) ([]byte, *ossError) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxXMLBody))
+	if err != nil {
+		return nil, newError(http.StatusBadRequest, "IncompleteBody", err.Error())
+	}
+	if e := checkContentMD5(r, body); e != nil {
+		return nil, e
+	}
+	return body, nil
+}
 
 func (s *Server) deleteMultiple(w http.ResponseWriter, r *http.Request, req *request) {
 	b, e := s.bucketFor(req)
@@ -337,12 +351,8 @@ func (s *Server) deleteMultiple(w http.ResponseWriter, r *http.Request, req *req
 		writeError(w, r, e)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxDeleteBody))
-	if err != nil {
-		writeError(w, r, newError(http.StatusBadRequest, "IncompleteBody", err.Error()))
-		return
-	}
-	if e := checkContentMD5(r, body); e != nil {
+	body, e := readXMLBody(r)
+	if e != nil {
 		writeError(w, r, e)
 		return
 	}

@@ -2,8 +2,6 @@ package bench
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,7 +13,6 @@ import (
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -23,13 +20,11 @@ import (
 
 	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/backup"
 	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/restore"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/actiontest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/benchutil"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/etcdtest"
-	"github.com/velero-etcd/velero-plugin-for-etcd/internal/kubetest"
-	"github.com/velero-etcd/velero-plugin-for-etcd/internal/osslocal/osstest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/pluginhost"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/plugintest"
-	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
 )
 
 // BenchmarkRestore loads a snapshot of BENCH_RESTORE_KEYS (default 1M) keys
@@ -41,14 +36,10 @@ import (
 func BenchmarkRestore(b *testing.B) {
 	keys := int(benchutil.SizeMiB("BENCH_RESTORE_KEYS", 1_000_000))
 	const valueSize = 1024
-	kube := kubetest.Start(b)
-	oss := osstest.Start(b)
-	b.Setenv("KUBECONFIG", kube.Kubeconfig)
-	b.Setenv("VELERO_NAMESPACE", "velero")
-	setUpLocation(b, kube, oss)
-	log := logrus.New()
-	captured := &lockedBuffer{}
-	log.SetOutput(captured)
+	env := actiontest.Start(b)
+	kube := env.Kube
+	env.Namespace(b, "apps")
+	log, captured := actiontest.NewLogger()
 	log.SetLevel(logrus.InfoLevel)
 
 	for b.Loop() {
@@ -191,54 +182,3 @@ func sampleRSS(skip map[int]bool, peak *int64) (stop func()) {
 	}()
 	return func() { close(done); wg.Wait() }
 }
-
-func setUpLocation(b *testing.B, kube *kubetest.Env, oss *osstest.Env) {
-	ctx := b.Context()
-	_, err := kube.Client.CoreV1().Secrets("velero").Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "oss-credentials", Namespace: "velero"},
-		Data:       map[string][]byte{"cloud": []byte("ALIBABA_CLOUD_ACCESS_KEY_ID=" + oss.AccessKeyID + "\nALIBABA_CLOUD_ACCESS_KEY_SECRET=" + oss.AccessKeySecret + "\n")},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}}, metav1.CreateOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	bsl := &velerov1.BackupStorageLocation{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "velero.io/v1", Kind: "BackupStorageLocation"},
-		ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "velero"},
-		Spec: velerov1.BackupStorageLocationSpec{
-			Provider:    objectstore.PluginName,
-			Config:      map[string]string{"region": oss.Region, "endpoint": oss.URL},
-			Credential:  &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "oss-credentials"}, Key: "cloud"},
-			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: oss.Bucket, Prefix: "bench"}},
-		},
-	}
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(bsl)
-	if err != nil {
-		b.Fatal(err)
-	}
-	kube.Apply(b, &unstructured.Unstructured{Object: u})
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	sb strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if os.Getenv("BENCH_VERBOSE") != "" {
-		os.Stderr.Write(p)
-	}
-	return l.sb.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.sb.String()
-}
-
-var _ io.Writer = (*lockedBuffer)(nil)
