@@ -19,12 +19,13 @@ import (
 )
 
 // Limits of one write transaction. etcd's defaults are --max-request-bytes
-// 1.5 MiB and --max-txn-ops 128; the loader stays well under both.
+// 1.5 MiB and --max-txn-ops 128; the loader stays within both (128 puts per
+// transaction, as etcd allows, and a request-size margin).
 const (
 	DefaultMaxRequestBytes = 3 << 19 // etcd's default --max-request-bytes
-	defaultTxnOps          = 100
+	defaultTxnOps          = 128     // etcd's default --max-txn-ops, which allows 128
 	defaultTxnBytes        = 1 << 20
-	defaultConcurrency     = 16
+	defaultConcurrency     = 8
 	// perOpOverhead is a generous bound on what one put adds to a request
 	// beyond its key and value (protobuf framing, lease).
 	perOpOverhead = 64
