@@ -34,13 +34,8 @@ type initiateResult struct {
 }
 
 func (s *Server) initiateMultipart(w http.ResponseWriter, r *http.Request, req *request) {
-	b, e := s.bucketFor(req)
-	if e == nil {
-		e = validateKey(req.key)
-	}
-	if e != nil {
-		drainBody(r)
-		writeError(w, r, e)
+	b := s.objectTarget(w, r, req)
+	if b == nil {
 		return
 	}
 	drainBody(r)

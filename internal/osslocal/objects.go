@@ -95,7 +95,9 @@ func (s *Server) receiveBody(r *http.Request, limit int64, sync bool) (*tempFile
 	return t, nil
 }
 
-func (s *Server) putObject(w http.ResponseWriter, r *http.Request, req *request) {
+// objectTarget is the bucket of a request that names a new object, or nil
+// after answering with the error when the bucket or the key is not usable.
+func (s *Server) objectTarget(w http.ResponseWriter, r *http.Request, req *request) *bucket {
 	b, e := s.bucketFor(req)
 	if e == nil {
 		e = validateKey(req.key)
@@ -103,6 +105,14 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, req *request)
 	if e != nil {
 		drainBody(r)
 		writeError(w, r, e)
+		return nil
+	}
+	return b
+}
+
+func (s *Server) putObject(w http.ResponseWriter, r *http.Request, req *request) {
+	b := s.objectTarget(w, r, req)
+	if b == nil {
 		return
 	}
 	t, e := s.receiveBody(r, maxPutObjectSize, true)
@@ -133,6 +143,11 @@ func quoteETag(etag string) string { return `"` + etag + `"` }
 func (s *Server) lookup(req *request) (*bucket, *objectMeta, *ossError) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.lookupLocked(req)
+}
+
+// lookupLocked is lookup for callers holding s.mu.
+func (s *Server) lookupLocked(req *request) (*bucket, *objectMeta, *ossError) {
 	b := s.buckets[req.bucket]
 	if b == nil {
 		return nil, nil, errNoSuchBucket()
@@ -149,13 +164,9 @@ func (s *Server) lookup(req *request) (*bucket, *objectMeta, *ossError) {
 func (s *Server) openObject(req *request) (*objectMeta, *os.File, *ossError) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	b := s.buckets[req.bucket]
-	if b == nil {
-		return nil, nil, errNoSuchBucket()
-	}
-	m := b.objects[req.key]
-	if m == nil {
-		return nil, nil, errNoSuchKey()
+	b, m, e := s.lookupLocked(req)
+	if e != nil {
+		return nil, nil, e
 	}
 	f, err := os.Open(filepath.Join(b.objectDir(), m.DataFile))
 	if err != nil {

@@ -2,22 +2,17 @@
 package osstest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log"
-	"math/big"
 	"net"
 	"net/http/httptest"
 	"net/url"
 	"testing"
-	"time"
 
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/osslocal"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/testpki"
 )
 
 // Env is a running local OSS server with one bucket and one credential.
@@ -120,47 +115,14 @@ func randomString(n int) string {
 
 // newCertificates makes a CA and a server certificate it signs.
 func newCertificates() (caPEM []byte, server tls.Certificate, err error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testpki.NewCA("osstest CA")
 	if err != nil {
 		return nil, server, err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "osstest CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	certPEM, keyPEM, err := ca.Issue("localhost", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, true)
 	if err != nil {
 		return nil, server, err
 	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, server, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, server, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost", "*.localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, server, err
-	}
-	server = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: nil}
-	caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	return caPEM, server, nil
+	server, err = tls.X509KeyPair(certPEM, keyPEM)
+	return ca.PEM, server, err
 }
