@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
-	"hash/crc64"
 	"io"
 	"os"
 	"strconv"
@@ -181,52 +179,10 @@ func (o *ObjectStore) GetObject(bucket, key string) (io.ReadCloser, error) {
 		cancel()
 		return nil, o.wrapErr("GetObject", bucket, key, err)
 	}
-	r := &objectReader{o: o, bucket: bucket, key: key, body: res.Body, cancel: cancel}
-	if want, err := strconv.ParseUint(oss.ToString(res.HashCRC64), 10, 64); err == nil {
-		r.crc, r.want = crc64.New(crcTable), want
-	}
-	return r, nil
-}
-
-type objectReader struct {
-	o           *ObjectStore
-	bucket, key string
-	body        io.ReadCloser
-	cancel      context.CancelFunc
-	crc         hash.Hash64
-	want        uint64
-	err         error
-}
-
-func (r *objectReader) Read(p []byte) (int, error) {
-	if r.err != nil {
-		return 0, r.err
-	}
-	// Fill p: Velero's gRPC server sends one message per Read, and full
-	// 16 KiB messages halve the messages a short-reading socket would make.
-	n, err := fill(r.body, p)
-	if r.crc != nil && n > 0 {
-		r.crc.Write(p[:n])
-	}
-	switch {
-	case errors.Is(err, io.EOF):
-		if r.crc != nil && r.crc.Sum64() != r.want {
-			r.err = r.o.wrapErr("GetObject", r.bucket, r.key,
-				fmt.Errorf("CRC64 of the downloaded data (%d) does not match the object's (%d)", r.crc.Sum64(), r.want))
-			return n, r.err
-		}
-		r.err = io.EOF
-	case err != nil:
-		r.err = r.o.wrapErr("GetObject", r.bucket, r.key, err)
-		return n, r.err
-	}
-	return n, err
-}
-
-func (r *objectReader) Close() error {
-	err := r.body.Close()
-	r.cancel()
-	return err
+	want, err := strconv.ParseUint(oss.ToString(res.HashCRC64), 10, 64)
+	return newObjectReader(res.Body, cancel, err == nil, want, func(err error) error {
+		return o.wrapErr("GetObject", bucket, key, err)
+	}), nil
 }
 
 // ListCommonPrefixes returns the full prefixes, with the trailing delimiter,
