@@ -6,7 +6,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -247,7 +246,7 @@ func (s *Server) completeMultipart(w http.ResponseWriter, r *http.Request, req *
 		}
 	}
 
-	t, err := s.concatParts(u, chosen)
+	segments, size, crc, err := s.syncParts(u, chosen)
 	if err != nil {
 		writeError(w, r, errInternal("combining parts: "+err.Error()))
 		return
@@ -259,9 +258,9 @@ func (s *Server) completeMultipart(w http.ResponseWriter, r *http.Request, req *
 		etagSum.Write(raw)
 	}
 	m := &objectMeta{
-		Key: u.Key, Size: t.size, ETag: fmt.Sprintf("%s-%d", strings.ToUpper(hex.EncodeToString(etagSum.Sum(nil))), len(chosen)),
-		CRC64: t.crc, ContentType: u.ContentType, LastModified: time.Now().UTC(), Type: "Multipart",
-		UserMeta: u.UserMeta, Headers: u.Headers,
+		Key: u.Key, Size: size, ETag: fmt.Sprintf("%s-%d", strings.ToUpper(hex.EncodeToString(etagSum.Sum(nil))), len(chosen)),
+		CRC64: crc, ContentType: u.ContentType, LastModified: time.Now().UTC(), Type: "Multipart",
+		UserMeta: u.UserMeta, Headers: u.Headers, Segments: segments,
 	}
 
 	// Claim the upload so that a concurrent complete or abort loses.
@@ -272,11 +271,14 @@ func (s *Server) completeMultipart(w http.ResponseWriter, r *http.Request, req *
 	}
 	s.mu.Unlock()
 	if !live {
-		t.discard()
 		writeError(w, r, errNoSuchUpload())
 		return
 	}
-	if err := s.commitObject(b, m, t); err != nil {
+	paths := make([]string, len(chosen))
+	for i, p := range chosen {
+		paths[i] = filepath.Join(u.dir, p.DataFile)
+	}
+	if err := s.commitFiles(b, m, paths); err != nil {
 		writeError(w, r, errInternal("storing object: "+err.Error()))
 		return
 	}
@@ -295,47 +297,47 @@ func (s *Server) completeMultipart(w http.ResponseWriter, r *http.Request, req *
 	writeXML(w, res)
 }
 
-// concatParts copies the chosen parts into one temp file and computes its
-// CRC64 (MD5 is not needed: a multipart ETag is not the object's MD5).
-func (s *Server) concatParts(u *upload, parts []*partMeta) (*tempFile, error) {
-	out, err := os.CreateTemp(s.tmpDir, "complete-*")
-	if err != nil {
-		return nil, err
-	}
-	t := &tempFile{path: out.Name()}
-	// Plain file-to-file copies let the kernel move the bytes
-	// (copy_file_range), and the parts' CRCs combine without a second read.
-	var crc uint64
-	for _, p := range parts {
-		var in *os.File
-		in, err = os.Open(filepath.Join(u.dir, p.DataFile))
+// syncParts makes the chosen parts durable (they are not synced one by one
+// as they arrive) and returns them as segments with the object's size and
+// CRC64, combined from the parts' CRCs without reading the data again (MD5
+// is not needed: a multipart ETag is not the object's MD5).
+func (s *Server) syncParts(u *upload, parts []*partMeta) ([]segment, int64, uint64, error) {
+	segments := make([]segment, len(parts))
+	var (
+		size int64
+		crc  uint64
+	)
+	for i, p := range parts {
+		path := filepath.Join(u.dir, p.DataFile)
+		fi, err := os.Stat(path)
 		if err != nil {
-			break
+			return nil, 0, 0, err
 		}
-		var n int64
-		n, err = io.Copy(out, in)
-		_ = in.Close()
-		if err == nil && n != p.Size {
-			err = fmt.Errorf("part %d has %d bytes on disk, want %d", p.Number, n, p.Size)
+		if fi.Size() != p.Size {
+			return nil, 0, 0, fmt.Errorf("part %d has %d bytes on disk, want %d", p.Number, fi.Size(), p.Size)
 		}
-		if err != nil {
-			break
+		if s.fsync {
+			if err := syncFile(path); err != nil {
+				return nil, 0, 0, err
+			}
 		}
-		t.size += n
+		segments[i] = segment{Size: p.Size}
+		size += p.Size
 		crc = crc64Combine(crc, p.CRC64, p.Size)
 	}
-	if err == nil && s.fsync {
-		err = out.Sync()
+	return segments, size, crc, nil
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
 	}
-	if cerr := out.Close(); err == nil {
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		t.discard()
-		return nil, err
-	}
-	t.crc = crc
-	return t, nil
+	return err
 }
 
 func (s *Server) abortMultipart(w http.ResponseWriter, r *http.Request, req *request) {

@@ -159,20 +159,61 @@ func (s *Server) lookupLocked(req *request) (*bucket, *objectMeta, *ossError) {
 	return b, m, nil
 }
 
-// openObject returns the object's metadata and an open data file. The file
-// stays readable even if the object is overwritten or deleted meanwhile.
-func (s *Server) openObject(req *request) (*objectMeta, *os.File, *ossError) {
+// openObject returns the object's metadata and its open data files. The
+// files stay readable even if the object is overwritten or deleted meanwhile.
+func (s *Server) openObject(req *request) (*objectMeta, *objectData, *ossError) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	b, m, e := s.lookupLocked(req)
 	if e != nil {
 		return nil, nil, e
 	}
-	f, err := os.Open(filepath.Join(b.objectDir(), m.DataFile))
-	if err != nil {
-		return nil, nil, errInternal("opening object data: " + err.Error())
+	d := &objectData{}
+	for _, seg := range m.segments() {
+		f, err := os.Open(filepath.Join(b.objectDir(), seg.DataFile))
+		if err != nil {
+			d.Close()
+			return nil, nil, errInternal("opening object data: " + err.Error())
+		}
+		d.files = append(d.files, f)
+		d.sizes = append(d.sizes, seg.Size)
 	}
-	return m, f, nil
+	return m, d, nil
+}
+
+// objectData is an object's bytes: one file, or a completed multipart
+// upload's parts in order.
+type objectData struct {
+	files []*os.File
+	sizes []int64
+}
+
+func (d *objectData) Close() {
+	for _, f := range d.files {
+		_ = f.Close()
+	}
+}
+
+// copyRange writes length bytes from offset start to w. Each file goes
+// through io.CopyN, so the kernel sends it (sendfile) when w is a connection.
+func (d *objectData) copyRange(w io.Writer, start, length int64) {
+	for i, f := range d.files {
+		if length <= 0 {
+			return
+		}
+		if start >= d.sizes[i] {
+			start -= d.sizes[i]
+			continue
+		}
+		n := min(length, d.sizes[i]-start)
+		if _, err := f.Seek(start, io.SeekStart); err != nil {
+			return
+		}
+		if _, err := io.CopyN(w, f, n); err != nil {
+			return
+		}
+		start, length = 0, length-n
+	}
 }
 
 func setObjectHeaders(h http.Header, m *objectMeta) {
@@ -239,12 +280,12 @@ func parseRange(spec string, size int64) (start, end int64, ok, unsatisfiable bo
 // getObject streams the object from disk. With resetAfter > 0 (a fault) it
 // writes that many body bytes and then resets the connection.
 func (s *Server) getObject(w http.ResponseWriter, r *http.Request, req *request, resetAfter int64) {
-	m, f, e := s.openObject(req)
+	m, data, e := s.openObject(req)
 	if e != nil {
 		writeError(w, r, e)
 		return
 	}
-	defer f.Close()
+	defer data.Close()
 	h := w.Header()
 	setObjectHeaders(h, m)
 	for param, header := range map[string]string{
@@ -276,18 +317,15 @@ func (s *Server) getObject(w http.ResponseWriter, r *http.Request, req *request,
 	if r.Method == http.MethodHead {
 		return
 	}
-	if _, err := f.Seek(start, io.SeekStart); err != nil {
-		return
-	}
 	if resetAfter > 0 {
-		_, _ = io.CopyN(w, f, min(resetAfter, length))
+		data.copyRange(w, start, min(resetAfter, length))
 		if fl, ok := w.(http.Flusher); ok {
 			fl.Flush()
 		}
 		resetConnection(w)
 		return
 	}
-	_, _ = io.CopyN(w, f, length)
+	data.copyRange(w, start, length)
 }
 
 func (s *Server) headObject(w http.ResponseWriter, r *http.Request, req *request) {
