@@ -26,10 +26,16 @@ const modulePath = "github.com/velero-etcd/velero-plugin-for-etcd"
 // ServeDiscovery must run first in any program that hosts the plugin.
 // Velero's discovery starts os.Args[0] as a plugin server to list the plugins
 // built into the host; go-plugin's handshake marks that run with
-// VELERO_PLUGIN=hello, and we answer with an empty server and exit.
-func ServeDiscovery() {
+// VELERO_PLUGIN=hello, and we answer with a server holding only what the
+// host registers itself (nothing, unless a benchmark adds a baseline plugin)
+// and exit.
+func ServeDiscovery(register ...func(framework.Server) framework.Server) {
 	if os.Getenv("VELERO_PLUGIN") == "hello" {
-		framework.NewServer().Serve()
+		s := framework.NewServer()
+		for _, r := range register {
+			s = r(s)
+		}
+		s.Serve()
 		os.Exit(0)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vmware-tanzu/velero/pkg/plugin/clientmgmt"
+	"github.com/vmware-tanzu/velero/pkg/plugin/framework"
 
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/pluginhost"
 )
@@ -20,9 +21,10 @@ var (
 )
 
 // Main is the body of TestMain for every package that launches the plugin:
-// Velero's discovery re-runs the test binary as a plugin server.
-func Main(m *testing.M) {
-	pluginhost.ServeDiscovery()
+// Velero's discovery re-runs the test binary as a plugin server, which
+// serves what register adds (see pluginhost.ServeDiscovery).
+func Main(m *testing.M, register ...func(framework.Server) framework.Server) {
+	pluginhost.ServeDiscovery(register...)
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
