@@ -12,6 +12,8 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/klauspost/compress/zstd"
 	"github.com/sirupsen/logrus"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -24,6 +26,7 @@ const MaxAttempts = 3
 
 const (
 	readBufferSize   = 256 << 10
+	snapshotWindow   = 1 << 20
 	progressInterval = 5 * time.Second
 	progressMinGap   = time.Second // between two 10% lines
 )
@@ -124,7 +127,13 @@ func takeOne(ctx context.Context, t *cluster.Target, cand Candidate, attempt int
 	defer cancel()
 
 	ep := cand.Info.Endpoint
-	cli, err := clientv3.New(t.ClientConfig(ep))
+	// A fixed 1 MiB stream window (gRPC's starts at 64 KiB and grows only by
+	// its own estimate) lets etcd keep sending while this side hashes and
+	// uploads; it bounds what the client buffers to 1 MiB.
+	cfg := t.ClientConfig(ep)
+	cfg.DialOptions = append(cfg.DialOptions,
+		grpc.WithInitialWindowSize(snapshotWindow), grpc.WithInitialConnWindowSize(2*snapshotWindow))
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, etcdErr("connect to "+ep, err)
 	}
@@ -161,10 +170,13 @@ func takeOne(ctx context.Context, t *cluster.Target, cand Candidate, attempt int
 	log.Infof("etcd snapshot stream opened on member %s (revision %d, db size %s, compression %s)",
 		info.Info.MemberName, info.Info.Revision, humanBytes(info.DBSize), compressionName(t.Compression))
 
-	stored := &countingHash{h: sha256.New(), w: sink}
+	// Uncompressed, the stored bytes are the raw bytes, which the trailer
+	// check hashes already: stored.h stays nil and check.wholeSum is both sums.
+	stored := &countingHash{w: sink}
 	var out io.Writer = stored
 	var enc *zstd.Encoder
 	if t.Compression == cluster.CompressionZstd {
+		stored.h = sha256.New()
 		enc, err = zstd.NewWriter(stored, zstd.WithEncoderLevel(zstd.SpeedDefault))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
@@ -181,7 +193,7 @@ func takeOne(ctx context.Context, t *cluster.Target, cand Candidate, attempt int
 	}
 
 	check := newTrailerCheck()
-	// Uncompressed, the stored bytes are the raw bytes: hash them once.
+	// Compressed, the raw bytes need their own hash for the manifest.
 	var raw hash.Hash
 	if enc != nil {
 		raw = sha256.New()
@@ -228,10 +240,12 @@ func takeOne(ctx context.Context, t *cluster.Target, cand Candidate, attempt int
 		return nil, fmt.Errorf("commit snapshot: %w", err)
 	}
 	committed = true
-	storedSum := hex.EncodeToString(stored.h.Sum(nil))
-	rawSum := storedSum
+	var storedSum, rawSum string
 	if raw != nil {
-		rawSum = hex.EncodeToString(raw.Sum(nil))
+		storedSum, rawSum = hex.EncodeToString(stored.h.Sum(nil)), hex.EncodeToString(raw.Sum(nil))
+	} else {
+		storedSum = hex.EncodeToString(check.wholeSum())
+		rawSum = storedSum
 	}
 	res = &Result{
 		Info:         info.Info,
@@ -274,7 +288,9 @@ type countingHash struct {
 
 func (c *countingHash) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.h.Write(p[:n])
+	if c.h != nil {
+		c.h.Write(p[:n])
+	}
 	c.n += int64(n)
 	return n, err
 }
