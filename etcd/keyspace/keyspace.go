@@ -100,6 +100,7 @@ type Snapshot struct {
 	tx      *bolt.Tx
 	file    *os.File // the unlinked spool file, for reads by offset
 	index   []entry  // live keys, sorted by key
+	arena   arena    // the index's key bytes
 	mapped  int64
 	summary *Summary
 }
@@ -112,12 +113,17 @@ type Summary struct {
 }
 
 // entry locates the latest revision of one key: the file offset and length
-// of its mvccpb.KeyValue record.
+// of its mvccpb.KeyValue record, and where its key bytes are in the arena.
+// It holds no pointer, so the collector never scans the index: with a
+// million keys, a string per entry made garbage collection the restore's
+// largest CPU cost.
 type entry struct {
-	key  string // copied into an arena
-	off  int64
-	rlen uint32
-	vlen uint32 // tombstone when == tombstoneLen
+	off   int64
+	chunk uint32 // arena chunk holding the key
+	koff  uint32 // offset of the key in that chunk
+	klen  uint32
+	rlen  uint32
+	vlen  uint32 // tombstone when == tombstoneLen
 }
 
 const tombstoneLen = math.MaxUint32
@@ -242,7 +248,6 @@ func (s *Snapshot) scan() error {
 		return errors.New("snapshot is corrupt: it has no mvcc key bucket")
 	}
 	latest := map[string]entry{}
-	var arena arena
 	var sinceDrop int64
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -266,10 +271,11 @@ func (s *Snapshot) scan() error {
 		}
 		e, ok := latest[string(key)]
 		if !ok {
-			e.key = arena.add(key)
+			e.chunk, e.koff = s.arena.add(key)
+			e.klen = uint32(len(key))
 		}
 		e.off, e.rlen, e.vlen = s.offset(v), uint32(len(v)), vlen
-		latest[e.key] = e
+		latest[s.arena.key(&e)] = e
 		s.Revision = max(s.Revision, main)
 		if sinceDrop += int64(len(k) + len(v)); sinceDrop > dropEvery {
 			s.dropResident()
@@ -282,14 +288,14 @@ func (s *Snapshot) scan() error {
 			continue
 		}
 		s.index = append(s.index, e)
-		size := len(e.key) + int(e.vlen)
+		size := int(e.klen) + int(e.vlen)
 		s.Bytes += int64(size)
 		if size > s.LargestSize {
-			s.LargestKey, s.LargestSize = e.key, size
+			s.LargestKey, s.LargestSize = s.arena.key(&e), size
 		}
 	}
 	clear(latest)
-	slices.SortFunc(s.index, func(a, b entry) int { return strings.Compare(a.key, b.key) })
+	slices.SortFunc(s.index, func(a, b entry) int { return strings.Compare(s.arena.key(&a), s.arena.key(&b)) })
 	s.Keys = int64(len(s.index))
 	s.dropResident()
 
@@ -315,6 +321,7 @@ func (s *Snapshot) Each(from int64, fn func(i int64, kv KV) error) error {
 	var buf []byte
 	for i := from; i < int64(len(s.index)); i++ {
 		e := &s.index[i]
+		ekey := s.arena.key(e)
 		// Read with pread, not through the mapping: in key order the records
 		// lie on random pages, and every fault on a mapping maps a whole
 		// neighbourhood (fault-around, large folios), so the mapped file
@@ -324,11 +331,11 @@ func (s *Snapshot) Each(from int64, fn func(i int64, kv KV) error) error {
 		}
 		rec := buf[:e.rlen]
 		if _, err := s.file.ReadAt(rec, e.off); err != nil {
-			return fmt.Errorf("reading key %q from the snapshot: %w", e.key, err)
+			return fmt.Errorf("reading key %q from the snapshot: %w", ekey, err)
 		}
 		key, value, lease, err := parseKeyValue(rec)
-		if err != nil || string(key) != e.key {
-			return fmt.Errorf("snapshot is corrupt: record of key %q at offset %d: %v", e.key, e.off, err)
+		if err != nil || string(key) != ekey {
+			return fmt.Errorf("snapshot is corrupt: record of key %q at offset %d: %v", ekey, e.off, err)
 		}
 		if err := fn(i, KV{Key: key, Value: value, Lease: lease}); err != nil {
 			return err
@@ -367,7 +374,7 @@ func (s *Snapshot) offset(v []byte) int64 {
 func (s *Snapshot) SetSummary(sm Summary) { s.summary = &sm }
 
 // Key returns the key at ordinal i; the keys are sorted.
-func (s *Snapshot) Key(i int64) string { return s.index[i].key }
+func (s *Snapshot) Key(i int64) string { return s.arena.key(&s.index[i]) }
 
 // Close releases the database; the spool file's space goes with it.
 func (s *Snapshot) Close() error {
@@ -379,7 +386,7 @@ func (s *Snapshot) Close() error {
 	}
 	err := s.db.Close()
 	s.file.Close()
-	s.db, s.tx, s.file, s.index = nil, nil, nil, nil
+	s.db, s.tx, s.file, s.index, s.arena = nil, nil, nil, nil, arena{}
 	return err
 }
 
@@ -442,19 +449,26 @@ func parseKeyValue(b []byte) (key, value []byte, lease int64, err error) {
 }
 
 // arena holds key copies in large chunks: one allocation per 4 MiB rather
-// than one per key.
-type arena struct{ cur []byte }
+// than one per key, and entries refer to keys by chunk and offset.
+type arena struct{ chunks [][]byte }
 
-func (a *arena) add(b []byte) string {
-	if len(b) > arenaChunk/4 {
-		return string(b)
+func (a *arena) add(b []byte) (chunk, off uint32) {
+	n := len(a.chunks)
+	if n == 0 || len(a.chunks[n-1])+len(b) > cap(a.chunks[n-1]) {
+		a.chunks = append(a.chunks, make([]byte, 0, max(arenaChunk, len(b))))
+		n++
 	}
-	if len(a.cur)+len(b) > cap(a.cur) {
-		a.cur = make([]byte, 0, arenaChunk)
+	c := a.chunks[n-1]
+	a.chunks[n-1] = append(c, b...)
+	return uint32(n - 1), uint32(len(c))
+}
+
+// key views e's key bytes as a string, without copying.
+func (a *arena) key(e *entry) string {
+	if e.klen == 0 {
+		return ""
 	}
-	start := len(a.cur)
-	a.cur = append(a.cur, b...)
-	return unsafeString(a.cur[start:len(a.cur):len(a.cur)])
+	return unsafeString(a.chunks[e.chunk][e.koff : e.koff+e.klen])
 }
 
 // unsafeString views arena bytes as a string; the arena never changes bytes

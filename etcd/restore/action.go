@@ -17,7 +17,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -166,6 +168,14 @@ func (a *Action) Progress(operationID string, restore *velerov1.Restore) (velero
 		settings: a.settings,
 		owner:    fmt.Sprintf("%s/%d/%s", hostname(), os.Getpid(), nonce()),
 		budget:   callBudget(),
+	}
+	// The plugin's default soft memory limit (main.go) is sized for
+	// streaming. A restore holds an index of every key for the whole call
+	// (about 50 bytes a key, plus the key-by-key map while it is built), and
+	// under that limit a large keyspace would keep the collector running back
+	// to back. Unless the user chose a limit, lift it for this call.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
 	}
 	return r.progress(), nil
 }
