@@ -251,31 +251,46 @@ func (r *run) work(ctx context.Context, obj *unstructured.Unstructured) error {
 		}
 	}
 
+	// The leases stay alive through the load and the verification: a key
+	// whose lease ran out before it was read back would count as missing.
+	leaseCtx, stopLeases := context.WithCancel(ctx)
+	defer stopLeases()
+	ids, err := r.leases(leaseCtx, cli, snap)
+	if err != nil {
+		return err
+	}
 	if st.Phase == PhaseLoading {
-		if err := r.load(ctx, cli, snap, maxRequest); err != nil {
+		if err := r.load(ctx, cli, snap, maxRequest, ids); err != nil {
 			return err
 		}
 	}
 	return r.verify(ctx, cli, snap)
 }
 
-func (r *run) load(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot, maxRequest int) error {
+// leases makes sure every snapshot lease exists in the target and keeps them
+// alive until ctx ends. If one granted by an earlier call has expired, the
+// keys attached to it went with it: the load starts again from the first key,
+// whether the earlier call was loading or verifying.
+func (r *run) leases(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) (map[int64]int64, error) {
 	st := r.st
 	ids, created, err := GrantLeases(ctx, cli, r.op.String(), snap.Leases, defaultConcurrency)
 	if err != nil {
-		return targetErr(err)
+		return nil, targetErr(err)
 	}
-	if created > 0 && st.Keys > 0 && snap.Keys > 0 {
-		// A lease granted by an earlier call expired, and with it any key
-		// attached to it: load every key again.
-		r.log.Warnf("etcd restore: %d leases from an earlier call had expired; loading again from the first key", created)
-		st.Keys, st.Bytes = 0, 0
+	if created > 0 && snap.Keys > 0 && (st.Keys > 0 || st.Phase == PhaseVerifying) {
+		r.log.Warnf("etcd restore: %d leases from an earlier call had expired, and the keys attached to them with them; loading again from the first key", created)
+		st.Phase, st.Keys, st.Bytes = PhaseLoading, 0, 0
 	}
+	if err := KeepAlive(ctx, cli, ids); err != nil {
+		return nil, targetErr(err)
+	}
+	return ids, nil
+}
+
+func (r *run) load(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot, maxRequest int, ids map[int64]int64) error {
+	st := r.st
 	loadCtx, stop := context.WithDeadline(ctx, r.loadDeadline)
 	defer stop()
-	if err := KeepAlive(loadCtx, cli, ids); err != nil {
-		return targetErr(err)
-	}
 
 	var mu sync.Mutex
 	keys, bytes := st.Keys, st.Bytes

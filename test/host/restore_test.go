@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -145,6 +146,23 @@ func (e *snapshotEnv) status(t *testing.T, name string) restore.State {
 	return st
 }
 
+// setPhase rewrites the phase in an EtcdCluster's restore status.
+func (e *snapshotEnv) setPhase(t *testing.T, name, phase string) {
+	res := e.kube.Dynamic.Resource(etcdClusterGVR).Namespace("apps")
+	obj, err := res.Get(t.Context(), name, metav1.GetOptions{})
+	require.NoError(t, err)
+	var st map[string]any
+	ann := obj.GetAnnotations()
+	require.NoError(t, json.Unmarshal([]byte(ann[restore.AnnotationRestoreStatus]), &st))
+	st["phase"] = phase
+	data, err := json.Marshal(st)
+	require.NoError(t, err)
+	ann[restore.AnnotationRestoreStatus] = string(data)
+	obj.SetAnnotations(ann)
+	_, err = res.Update(t.Context(), obj, metav1.UpdateOptions{})
+	require.NoError(t, err)
+}
+
 func assertSameData(t *testing.T, want, got map[string][]byte) {
 	t.Helper()
 	require.Equal(t, len(want), len(got), "key count")
@@ -232,6 +250,43 @@ func TestRestoreAction(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, p.Completed)
 		assert.Empty(t, p.Err)
+	})
+
+	t.Run("lease ran out while no process was verifying", func(t *testing.T) {
+		src := etcdtest.Start(t, etcdtest.Options{Members: 1})
+		src.Fill(t, 2000, 100)
+		cli := src.Client(t)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		short, err := cli.Grant(ctx, 2)
+		require.NoError(t, err)
+		_, err = cli.KeepAlive(ctx, short.ID) // until the backup is taken
+		require.NoError(t, err)
+		_, err = cli.Put(ctx, "/short", "v", clientv3.WithLease(short.ID))
+		require.NoError(t, err)
+		b := env.backUp(t, src, "shortlease", "b-shortlease")
+		require.Contains(t, b.want, "/short")
+		cancel()
+		src.StopAll()
+
+		dst := etcdtest.Start(t, etcdtest.Options{Members: 1})
+		run := env.execute(t, b, "r-shortlease", dst.Endpoints, nil)
+		require.Empty(t, run.untilDone(t, time.Minute).Err)
+
+		// A process died while verifying (its status says so; the timing of a
+		// real kill cannot be aimed at the verification), and the 2 s lease
+		// ran out before the next call: the key is gone.
+		env.setPhase(t, "shortlease", restore.PhaseVerifying)
+		require.Eventually(t, func() bool {
+			resp, err := dst.Client(t).Get(t.Context(), "/short")
+			return err == nil && resp.Count == 0
+		}, 15*time.Second, 100*time.Millisecond)
+
+		// The next call finds the lease gone, loads again and verifies.
+		p := run.untilDone(t, time.Minute)
+		require.Empty(t, p.Err)
+		assert.Equal(t, restore.PhaseCompleted, env.status(t, "shortlease").Phase)
+		assert.Contains(t, run.log.String(), "leases from an earlier call had expired")
 	})
 
 	// One backup serves the remaining cases.
