@@ -1,8 +1,8 @@
 package host
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
