@@ -271,6 +271,45 @@ func DeleteAll(ctx context.Context, cli *clientv3.Client) (int64, error) {
 	return resp.Deleted, nil
 }
 
+// RevokeLeases revokes every lease of the target except those keep names
+// (this operation's own), and returns how many it revoked. A lease that
+// expires meanwhile is not an error.
+func RevokeLeases(ctx context.Context, cli *clientv3.Client, keep map[int64]bool, concurrency int) (int, error) {
+	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	resp, err := cli.Leases(lctx)
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("listing the target's leases: %w", err)
+	}
+	var (
+		mu      sync.Mutex
+		revoked int
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(concurrency, 1))
+	for _, l := range resp.Leases {
+		if keep[int64(l.ID)] {
+			continue
+		}
+		g.Go(func() error {
+			rctx, cancel := context.WithTimeout(gctx, requestTimeout)
+			defer cancel()
+			_, err := cli.Revoke(rctx, l.ID)
+			switch {
+			case err == nil:
+				mu.Lock()
+				revoked++
+				mu.Unlock()
+			case errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseNotFound):
+			default:
+				return fmt.Errorf("revoking the target's lease %x: %w", l.ID, rpctypes.Error(err))
+			}
+			return nil
+		})
+	}
+	return revoked, g.Wait()
+}
+
 // VerifyResult compares the target with the snapshot.
 type VerifyResult struct {
 	// Keys, LeasedKeys and Digest are over the snapshot's keys as read back.

@@ -244,7 +244,18 @@ func (r *run) work(ctx context.Context, obj *unstructured.Unstructured) error {
 		if err != nil {
 			return targetErr(err)
 		}
-		r.log.Infof("etcd restore: policy %s deleted %d keys", PolicyOverwrite, n)
+		// The target's leases go too: nothing of the old keyspace is left
+		// to expire later. This operation's own leases are granted after
+		// this step, but are kept in case an earlier call got that far.
+		own := make(map[int64]bool, len(snap.Leases))
+		for _, l := range snap.Leases {
+			own[LeaseID(r.op.String(), l.ID)] = true
+		}
+		revoked, err := RevokeLeases(ctx, cli, own, defaultConcurrency)
+		if err != nil {
+			return targetErr(err)
+		}
+		r.log.Infof("etcd restore: policy %s deleted %d keys and revoked %d leases", PolicyOverwrite, n, revoked)
 		st.Cleared, st.Keys, st.Bytes = true, 0, 0
 		if err := r.save(ctx); err != nil {
 			return err
