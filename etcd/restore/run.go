@@ -364,10 +364,12 @@ func (r *run) load(ctx context.Context, cli *clientv3.Client, snap *keyspace.Sna
 
 func (r *run) verify(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) error {
 	st := r.st
+	start := time.Now()
 	got, err := Verify(ctx, cli, snap)
 	if err != nil {
 		return targetErr(err)
 	}
+	r.log.Infof("etcd restore: read %d keys back from the target in %s", got.Keys+got.Extra, time.Since(start).Round(time.Millisecond))
 	want := got.Want
 	switch {
 	case got.FirstMissing != "":

@@ -155,6 +155,7 @@ func BenchmarkRestore(b *testing.B) {
 				fmt.Println(benchutil.Line("  of which the load phase", loadMBps, base.mbps, base.name))
 			}
 		}
+		fmt.Printf("%-34s %s\n", "restore phases (plugin log)", loggedPhases(captured.String()))
 		fmt.Printf("%-34s %8.0f keys/s %-26s %8.0f keys/s\n", "restore end to end (plugin)", float64(keys)/pluginTime.Seconds(), "plain client, mean time", float64(keys)/plainTime.Seconds())
 		fmt.Printf("%-34s %8.1f MiB\n", "plugin process peak RSS", float64(peak)/(1<<20))
 		b.ReportMetric(plug, "restore-MB/s")
@@ -172,6 +173,22 @@ func loggedLoadRate(log string) float64 {
 	}
 	v, _ := strconv.ParseFloat(m[len(m)-1][1], 64)
 	return v
+}
+
+// loggedPhases finds how long the plugin took to download and verify the
+// snapshot, to load it, and to read the target back.
+func loggedPhases(log string) string {
+	var parts []string
+	for _, p := range []struct{ name, re string }{
+		{"snapshot download+verify", `snapshot \S+ verified in (\S+):`},
+		{"load", `loaded \d+ keys \([^)]*\) in (\S+):`},
+		{"read back", `read \d+ keys back from the target in (\S+)"`},
+	} {
+		if m := regexp.MustCompile(p.re).FindAllStringSubmatch(log, -1); len(m) > 0 {
+			parts = append(parts, p.name+" "+m[len(m)-1][1])
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // sampleRSS records the highest VmHWM of plugin processes not in skip.
