@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,7 +16,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -223,116 +219,4 @@ func TestParseKeyValueMatchesMvccpb(t *testing.T) {
 	assert.Equal(t, kv.Lease, l)
 	_, _, _, err = parseKeyValue(b[:len(b)-1])
 	assert.Error(t, err)
-}
-
-// TestMemoryMillionKeys measures the peak RSS of opening and reading a
-// snapshot of KEYSPACE_RSS_KEYS keys (e.g. 1000000) of 1 KiB in a child
-// process. It writes the snapshot with bbolt directly in etcd's layout, which
-// is much faster than filling a cluster.
-func TestMemoryMillionKeys(t *testing.T) {
-	if path := os.Getenv("KEYSPACE_RSS_CHILD"); path != "" {
-		rssChild(t, path)
-		return
-	}
-	n, _ := strconv.Atoi(os.Getenv("KEYSPACE_RSS_KEYS"))
-	if n <= 0 {
-		t.Skip("set KEYSPACE_RSS_KEYS=1000000 to measure")
-	}
-	path := os.Getenv("KEYSPACE_RSS_FILE") // reuse a file between runs
-	if path == "" {
-		path = filepath.Join(t.TempDir(), "snap.db")
-	}
-	if _, err := os.Stat(path); err != nil {
-		writeSyntheticSnapshot(t, path, n, 1024)
-	}
-	fi, err := os.Stat(path)
-	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryMillionKeys$", "-test.v")
-	cmd.Env = append(os.Environ(), "KEYSPACE_RSS_CHILD="+path, "TMPDIR="+t.TempDir())
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "RESULT") {
-			t.Logf("%d keys, %.0f MiB snapshot: %s", n, float64(fi.Size())/(1<<20), strings.TrimSpace(line))
-		}
-	}
-}
-
-func rssChild(t *testing.T, path string) {
-	f, err := os.Open(path)
-	require.NoError(t, err)
-	defer f.Close()
-	start := time.Now()
-	if os.Getenv("KS_CPU") != "" {
-		pf, _ := os.Create(os.Getenv("KS_CPU"))
-		pprof.StartCPUProfile(pf)
-		defer pprof.StopCPUProfile()
-	}
-	s, err := Open(f, Expect{})
-	require.NoError(t, err)
-	opened := time.Since(start)
-	var n int64
-	require.NoError(t, s.Each(0, func(_ int64, kv KV) error { n += int64(len(kv.Value)); return nil }))
-	sm, err := s.Summary()
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
-	status, _ := os.ReadFile("/proc/self/status")
-	var hwm string
-	for _, l := range strings.Split(string(status), "\n") {
-		if strings.HasPrefix(l, "VmHWM:") {
-			hwm = strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))
-		}
-	}
-	fmt.Printf("RESULT keys=%d valueBytes=%d open+index=%s total=%s peakRSS=%s\n", sm.Keys, n, opened.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), hwm)
-}
-
-// writeSyntheticSnapshot writes n keys in etcd's mvcc layout, one revision
-// each, and appends the sha256 trailer as the snapshot stream has it.
-func writeSyntheticSnapshot(t testing.TB, path string, n, valueSize int) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true})
-	require.NoError(t, err)
-	value := make([]byte, valueSize)
-	const perTx = 10000
-	for start := 0; start < n; start += perTx {
-		require.NoError(t, db.Update(func(tx *bolt.Tx) error {
-			b, err := tx.CreateBucketIfNotExists(keyBucket)
-			if err != nil {
-				return err
-			}
-			b.FillPercent = 1
-			for i := start; i < min(start+perTx, n); i++ {
-				rev := int64(i + 2)
-				kv := mvccpb.KeyValue{Key: []byte(fmt.Sprintf("/registry/key/%010d", (i*7919)%n)), CreateRevision: rev, ModRevision: rev, Version: 1, Value: value}
-				v, _ := kv.Marshal()
-				k := make([]byte, revBytesLen)
-				putRev(k, rev, 0)
-				if err := b.Put(k, v); err != nil {
-					return err
-				}
-			}
-			return nil
-		}))
-	}
-	require.NoError(t, db.Close())
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	require.NoError(t, err)
-	defer f.Close()
-	// Pad to a whole number of 512-byte blocks, as a db of whole pages is.
-	fi, _ := f.Stat()
-	if pad := fi.Size() % trailerAlign; pad != 0 {
-		require.NoError(t, f.Truncate(fi.Size()+trailerAlign-pad))
-	}
-	h := sha256.New()
-	_, err = io.Copy(h, f)
-	require.NoError(t, err)
-	_, err = f.Write(h.Sum(nil))
-	require.NoError(t, err)
-}
-
-func putRev(k []byte, main, sub int64) {
-	for i := range 8 {
-		k[7-i] = byte(main >> (8 * i))
-		k[16-i] = byte(sub >> (8 * i))
-	}
-	k[8] = '_'
 }

@@ -15,13 +15,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -169,15 +169,41 @@ func (a *Action) Progress(operationID string, restore *velerov1.Restore) (velero
 		owner:    fmt.Sprintf("%s/%d/%s", hostname(), os.Getpid(), nonce()),
 		budget:   callBudget(),
 	}
-	// The plugin's default soft memory limit (main.go) is sized for
-	// streaming. A restore holds an index of every key for the whole call
-	// (about 50 bytes a key, plus the key-by-key map while it is built), and
-	// under that limit a large keyspace would keep the collector running back
-	// to back. Unless the user chose a limit, lift it for this call.
-	if os.Getenv("GOMEMLIMIT") == "" {
-		defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
-	}
+	defer liftMemoryLimit()()
 	return r.progress(), nil
+}
+
+// memoryLimit counts the Progress calls running in this process, so that
+// the limit comes back only when the last one ends.
+var memoryLimit struct {
+	sync.Mutex
+	calls int
+	prev  int64
+}
+
+// liftMemoryLimit lifts the process's soft memory limit until the returned
+// function is called. The plugin's default limit (main.go) is sized for
+// streaming; a restore holds an index of every key for the whole call (about
+// 50 bytes a key, plus the key-by-key map while it is built), and under that
+// limit a large keyspace would keep the collector running back to back. A
+// limit the user chose with GOMEMLIMIT stays.
+func liftMemoryLimit() (restore func()) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return func() {}
+	}
+	memoryLimit.Lock()
+	defer memoryLimit.Unlock()
+	if memoryLimit.calls == 0 {
+		memoryLimit.prev = debug.SetMemoryLimit(math.MaxInt64)
+	}
+	memoryLimit.calls++
+	return func() {
+		memoryLimit.Lock()
+		defer memoryLimit.Unlock()
+		if memoryLimit.calls--; memoryLimit.calls == 0 {
+			debug.SetMemoryLimit(memoryLimit.prev)
+		}
+	}
 }
 
 // Cancel records Canceled; a process loading now sees it at its next
@@ -269,10 +295,4 @@ func describe(st *State) string {
 		s += ": " + st.Message
 	}
 	return s
-}
-
-// statusJSON is for logs and tests.
-func statusJSON(st *State) string {
-	b, _ := json.Marshal(st)
-	return string(b)
 }

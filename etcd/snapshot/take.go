@@ -12,11 +12,10 @@ import (
 	"io"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/klauspost/compress/zstd"
 	"github.com/sirupsen/logrus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/cluster"
 )

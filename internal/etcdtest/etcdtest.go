@@ -405,13 +405,6 @@ func (c *Cluster) StopAll() {
 	wg.Wait()
 }
 
-// Running reports whether member i has not been stopped.
-func (c *Cluster) Running(i int) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.Members[i].stopped
-}
-
 // MemberByID returns the member with the given raft ID, or -1.
 func (c *Cluster) MemberByID(id uint64) int {
 	for i, m := range c.Members {

@@ -125,8 +125,8 @@ func (s *Server) commitPart(u *upload, p *partMeta, t *tempFile) error {
 		return err
 	}
 	metaPath := filepath.Join(u.dir, fmt.Sprintf("part-%05d.json", p.Number))
-	tmpMeta := filepath.Join(s.tmpDir, "part-"+randomHex(8)+".json")
-	if err := s.writeJSONFile(tmpMeta, p); err != nil {
+	tmpMeta, err := s.writeTempJSON(p)
+	if err != nil {
 		_ = os.Remove(dataPath)
 		return err
 	}
@@ -137,7 +137,7 @@ func (s *Server) commitPart(u *upload, p *partMeta, t *tempFile) error {
 		_ = os.Remove(dataPath)
 		return errUploadGone
 	}
-	err := os.Rename(tmpMeta, metaPath)
+	err = os.Rename(tmpMeta, metaPath)
 	old := u.parts[p.Number]
 	if err == nil {
 		u.parts[p.Number] = p
@@ -152,6 +152,18 @@ func (s *Server) commitPart(u *upload, p *partMeta, t *tempFile) error {
 		_ = os.Remove(filepath.Join(u.dir, old.DataFile))
 	}
 	return nil
+}
+
+// claimUpload takes u out of b's pending uploads, so that of a concurrent
+// complete and abort exactly one goes on; false if another got there first.
+func (s *Server) claimUpload(b *bucket, u *upload) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.uploadLive(u) {
+		return false
+	}
+	delete(b.uploads, u.ID)
+	return true
 }
 
 // uploadLive reports whether u is still pending; s.mu must be held.
@@ -263,14 +275,7 @@ func (s *Server) completeMultipart(w http.ResponseWriter, r *http.Request, req *
 		UserMeta: u.UserMeta, Headers: u.Headers, Segments: segments,
 	}
 
-	// Claim the upload so that a concurrent complete or abort loses.
-	s.mu.Lock()
-	live := s.uploadLive(u)
-	if live {
-		delete(b.uploads, u.ID)
-	}
-	s.mu.Unlock()
-	if !live {
+	if !s.claimUpload(b, u) {
 		writeError(w, r, errNoSuchUpload())
 		return
 	}
@@ -346,13 +351,7 @@ func (s *Server) abortMultipart(w http.ResponseWriter, r *http.Request, req *req
 		writeError(w, r, e)
 		return
 	}
-	s.mu.Lock()
-	live := s.uploadLive(u)
-	if live {
-		delete(b.uploads, u.ID)
-	}
-	s.mu.Unlock()
-	if !live {
+	if !s.claimUpload(b, u) {
 		writeError(w, r, errNoSuchUpload())
 		return
 	}

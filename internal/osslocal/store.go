@@ -260,13 +260,27 @@ func (s *Server) writeTemp(r io.Reader, sync bool) (*tempFile, error) {
 
 // writeJSONFile writes v to path atomically (temp file, fsync, rename).
 func (s *Server) writeJSONFile(path string, v any) error {
-	data, err := json.Marshal(v)
+	tmp, err := s.writeTempJSON(v)
 	if err != nil {
 		return err
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// writeTempJSON writes v to a new synced file under tmp/ and returns its
+// path, for the caller to rename into place as its commit point.
+func (s *Server) writeTempJSON(v any) (string, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
 	f, err := os.CreateTemp(s.tmpDir, "meta-*")
 	if err != nil {
-		return err
+		return "", err
 	}
 	_, err = f.Write(data)
 	if err == nil && s.fsync {
@@ -275,13 +289,11 @@ func (s *Server) writeJSONFile(path string, v any) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
 	if err != nil {
 		_ = os.Remove(f.Name())
+		return "", err
 	}
-	return err
+	return f.Name(), nil
 }
 
 func (s *Server) syncDir(dir string) {
@@ -330,30 +342,13 @@ func (s *Server) commitFiles(b *bucket, m *objectMeta, paths []string) error {
 		}
 		moved = append(moved, dst)
 	}
-	data, err := json.Marshal(m)
+	metaTmp, err := s.writeTempJSON(m)
 	if err != nil {
-		undo()
-		return err
-	}
-	metaTmp, err := os.CreateTemp(s.tmpDir, "meta-*")
-	if err != nil {
-		undo()
-		return err
-	}
-	_, err = metaTmp.Write(data)
-	if err == nil && s.fsync {
-		err = metaTmp.Sync()
-	}
-	if cerr := metaTmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(metaTmp.Name())
 		undo()
 		return err
 	}
 	s.mu.Lock()
-	err = os.Rename(metaTmp.Name(), filepath.Join(b.objectDir(), base+".json"))
+	err = os.Rename(metaTmp, filepath.Join(b.objectDir(), base+".json"))
 	var old *objectMeta
 	if err == nil {
 		old = b.objects[m.Key]
@@ -361,7 +356,7 @@ func (s *Server) commitFiles(b *bucket, m *objectMeta, paths []string) error {
 	}
 	s.mu.Unlock()
 	if err != nil {
-		_ = os.Remove(metaTmp.Name())
+		_ = os.Remove(metaTmp)
 		undo()
 		return err
 	}

@@ -97,18 +97,6 @@ func (c *CLI) Run(t testing.TB, show int, args ...string) string {
 	return res.Output
 }
 
-// Quiet runs a command without printing anything (polling).
-func (c *CLI) Quiet(t testing.TB, args ...string) CmdResult {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeoutFor(args))
-	defer cancel()
-	cmd, out := c.command(ctx, args)
-	err := cmd.Run()
-	res := CmdResult{Args: args, Output: plain(out.String()), Err: err}
-	c.checkSecrets(t, res)
-	return res
-}
-
 // BgCmd is a command running in the background.
 type BgCmd struct {
 	c    *CLI
