@@ -13,6 +13,7 @@ import (
 
 	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/backup"
 	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/restore"
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/grpcbuf"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/kube"
 	"github.com/velero-etcd/velero-plugin-for-etcd/objectstore"
 )
@@ -25,9 +26,7 @@ import (
 const defaultMemoryLimit = 48 << 20
 
 func main() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(defaultMemoryLimit)
-	}
+	tuneRuntime()
 	// Velero starts plugins with its own server flags; --namespace and
 	// --kubeconfig tell the etcd actions where Velero's objects live.
 	settings := &kube.Settings{}
@@ -45,4 +44,13 @@ func main() {
 			return restore.New(log, settings), nil
 		}).
 		Serve()
+}
+
+// tuneRuntime sets what the process needs before any gRPC client or server
+// exists: the soft memory limit and gRPC buffers sized for the streams.
+func tuneRuntime() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
+	grpcbuf.Install()
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/vmware-tanzu/velero/pkg/plugin/clientmgmt"
 	"github.com/vmware-tanzu/velero/pkg/plugin/clientmgmt/process"
 	"github.com/vmware-tanzu/velero/pkg/plugin/framework"
+
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/grpcbuf"
 )
 
 // BinaryName is the name Velero sees in its plugin directory.
@@ -31,6 +33,9 @@ const modulePath = "github.com/velero-etcd/velero-plugin-for-etcd"
 // and exit.
 func ServeDiscovery(register ...func(framework.Server) framework.Server) {
 	if os.Getenv("VELERO_PLUGIN") == "hello" {
+		// The same gRPC buffers as the plugin binary, so a plugin served from
+		// a test binary (the benchmark's null store) compares like with like.
+		grpcbuf.Install()
 		s := framework.NewServer()
 		for _, r := range register {
 			s = r(s)
