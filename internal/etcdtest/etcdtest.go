@@ -52,14 +52,18 @@ type Member struct {
 	ClientURL string
 	PeerURL   string
 	Dir       string
-	Etcd      *embed.Etcd
+	// Etcd is the running server; nil once the member is stopped, so that a
+	// stopped server's memory (its key index and raft log) can be collected
+	// and does not slow the rest of the test process down.
+	Etcd *embed.Etcd
 
+	id      uint64
 	proxy   *proxy
 	stopped bool
 }
 
-// ID is the member's raft ID.
-func (m *Member) ID() uint64 { return uint64(m.Etcd.Server.MemberID()) }
+// ID is the member's raft ID (kept after the member stops).
+func (m *Member) ID() uint64 { return m.id }
 
 // Cluster is a running test cluster.
 type Cluster struct {
@@ -218,7 +222,7 @@ func (c *Cluster) launch(attempt int, clientURLs []string, snapshotPath string) 
 		if err != nil {
 			return fmt.Errorf("start member %s: %w", m.Name, err)
 		}
-		m.Etcd = e
+		m.Etcd, m.id = e, uint64(e.Server.MemberID())
 		m.proxy.target = e.Clients[0].Addr().String()
 		go m.proxy.serve()
 	}
@@ -380,15 +384,17 @@ func (c *Cluster) Stop(i int) {
 		return
 	}
 	m.stopped = true
+	e := m.Etcd
+	m.Etcd = nil
 	c.mu.Unlock()
 	if m.proxy != nil {
 		m.proxy.close()
 	}
-	if m.Etcd != nil {
+	if e != nil {
 		// A killed member does not hand over leadership: stop raft first so that
 		// Close skips the transfer (which waits seconds for stopping peers).
-		m.Etcd.Server.HardStop()
-		m.Etcd.Close()
+		e.Server.HardStop()
+		e.Close()
 	}
 }
 
@@ -408,7 +414,7 @@ func (c *Cluster) StopAll() {
 // MemberByID returns the member with the given raft ID, or -1.
 func (c *Cluster) MemberByID(id uint64) int {
 	for i, m := range c.Members {
-		if m.Etcd != nil && m.ID() == id {
+		if m.id != 0 && m.id == id {
 			return i
 		}
 	}

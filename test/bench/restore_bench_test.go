@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +49,7 @@ func BenchmarkRestore(b *testing.B) {
 		// Baseline: etcdtest.Fill is a plain client writing batched
 		// transactions (128 puts, 8 in flight) into an empty cluster.
 		src := etcdtest.Start(b, etcdtest.Options{Members: 3})
+		settle()
 		start := time.Now()
 		for done := 0; done < keys; done += 100_000 {
 			src.Fill(b, min(100_000, keys-done), valueSize)
@@ -100,6 +102,7 @@ func BenchmarkRestore(b *testing.B) {
 		}
 		var peak int64
 		stopSampling := sampleRSS(before, &peak)
+		settle()
 		start = time.Now()
 		for {
 			m, err := pluginhost.NewManager(plugintest.PluginDir(b), log)
@@ -134,6 +137,7 @@ func BenchmarkRestore(b *testing.B) {
 
 		dst.StopAll()
 		after := etcdtest.Start(b, etcdtest.Options{Members: 3})
+		settle()
 		start = time.Now()
 		for done := 0; done < keys; done += 100_000 {
 			after.Fill(b, min(100_000, keys-done), valueSize)
@@ -164,6 +168,12 @@ func BenchmarkRestore(b *testing.B) {
 		b.ReportMetric(float64(peak)/(1<<20), "plugin-peak-RSS-MiB")
 	}
 }
+
+// settle collects garbage before a timed phase, so that each phase starts from
+// as clean a heap as it can: the clusters run in this process, and a stopped
+// cluster's raft log (hundreds of MiB at these sizes) is otherwise still on
+// the heap the next phase's collector works through.
+func settle() { debug.FreeOSMemory() } // a forced collection, then memory back to the OS
 
 // loggedLoadRate finds the MB/s of the load phase in the plugin's log.
 func loggedLoadRate(log string) float64 {
