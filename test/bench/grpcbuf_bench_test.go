@@ -25,7 +25,7 @@ func BenchmarkGRPCBuffers(b *testing.B) {
 		{"PutObject msgs, grpcbuf", 16<<10 + 64},
 	}
 	for b.Loop() {
-		fmt.Println()
+		fmt.Printf("\ngRPC message buffers, %d MiB of messages\n", total>>20)
 		for _, m := range messages {
 			data := make([]byte, m.size)
 			def := receive(mem.DefaultBufferPool(), data, total)
