@@ -405,15 +405,7 @@ func (s *Snapshot) advise(advice int) {
 	}
 	page := int64(os.Getpagesize())
 	length := (s.mapped + page - 1) / page * page
-	_, _, errno := syscall.Syscall(syscall.SYS_MADVISE, s.db.Info().Data, uintptr(length), uintptr(advice))
-	if os.Getenv("KS_DEBUG") != "" {
-		st, _ := os.ReadFile("/proc/self/status")
-		for _, l := range strings.Split(string(st), "\n") {
-			if strings.HasPrefix(l, "VmRSS") || strings.HasPrefix(l, "RssAnon") || strings.HasPrefix(l, "RssFile") || strings.HasPrefix(l, "VmHWM") {
-				fmt.Fprintln(os.Stderr, time.Now().Format("15:04:05.000"), errno, l)
-			}
-		}
-	}
+	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, s.db.Info().Data, uintptr(length), uintptr(advice))
 }
 
 // parseKeyValue reads the fields of an mvccpb.KeyValue that a restore needs,
