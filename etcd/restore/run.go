@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"strconv"
 	"strings"
@@ -440,36 +439,47 @@ func (r *run) openSnapshot(ctx context.Context) (*keyspace.Snapshot, error) {
 		return nil, objectErr(key, err)
 	}
 	defer rc.Close()
-	stored := sha256.New()
-	var body io.Reader = io.TeeReader(rc, stored)
 	compressed := m.Compression == cluster.CompressionZstd || (m.Compression == "" && strings.HasSuffix(key, ".zst"))
-	if compressed {
-		dec, err := zstd.NewReader(body, zstd.WithDecoderConcurrency(1))
+	if !compressed {
+		// The stored bytes are the raw stream, which keyspace.Open hashes to
+		// its end: one SHA-256 pass checks both of the manifest's digests.
+		snap, err := keyspace.Open(rc, keyspace.Expect{SHA256: m.RawSHA256})
 		if err != nil {
-			return nil, err
+			return nil, objectErr(key, err)
 		}
-		defer dec.Close()
-		body = dec
+		if err := checkDigest("stored object", snap.StreamSHA256, m.StoredSHA256); err != nil {
+			snap.Close()
+			return nil, objectErr(key, err)
+		}
+		return snap, nil
 	}
-	snap, err := keyspace.Open(body, keyspace.Expect{SHA256: m.RawSHA256})
+	stored := sha256.New()
+	dec, err := zstd.NewReader(io.TeeReader(rc, stored), zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	snap, err := keyspace.Open(dec, keyspace.Expect{SHA256: m.RawSHA256})
 	if err != nil {
 		return nil, objectErr(key, err)
 	}
-	if err := checkStored(rc, stored, m.StoredSHA256); err != nil {
+	// Drain what the decompressor left, so the digest covers the whole object.
+	if _, err := io.Copy(stored, rc); err != nil {
+		snap.Close()
+		return nil, objectErr(key, fmt.Errorf("reading the snapshot: %w", err))
+	}
+	if err := checkDigest("stored object", hex.EncodeToString(stored.Sum(nil)), m.StoredSHA256); err != nil {
 		snap.Close()
 		return nil, objectErr(key, err)
 	}
 	return snap, nil
 }
 
-// checkStored drains what a decompressor left and compares the stored
-// object's sha256 with the manifest's.
-func checkStored(rest io.Reader, h hash.Hash, want string) error {
-	if _, err := io.Copy(h, rest); err != nil {
-		return fmt.Errorf("reading the snapshot: %w", err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); want != "" && !strings.EqualFold(got, want) {
-		return fmt.Errorf("snapshot is corrupt: stored object sha256 %s, the manifest says %s", got, want)
+// checkDigest compares a computed sha256 with the manifest's (empty in the
+// manifest skips the check).
+func checkDigest(what, got, want string) error {
+	if want != "" && !strings.EqualFold(got, want) {
+		return fmt.Errorf("snapshot is corrupt: %s sha256 %s, the manifest says %s", what, got, want)
 	}
 	return nil
 }

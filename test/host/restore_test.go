@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/backup"
+	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/cluster"
 	"github.com/velero-etcd/velero-plugin-for-etcd/etcd/restore"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/etcdtest"
 	"github.com/velero-etcd/velero-plugin-for-etcd/internal/pluginhost"
@@ -43,6 +44,11 @@ type backedUp struct {
 // backUp fills nothing: it snapshots c through the plugin and records the
 // Backup object in the apiserver, as Velero would.
 func (e *snapshotEnv) backUp(t *testing.T, c *etcdtest.Cluster, name, bname string) *backedUp {
+	return e.backUpWith(t, c, name, bname, nil)
+}
+
+// backUpWith is backUp with more annotations on the EtcdCluster.
+func (e *snapshotEnv) backUpWith(t *testing.T, c *etcdtest.Cluster, name, bname string, extra map[string]string) *backedUp {
 	b := newBackup(bname, "default")
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(b)
 	require.NoError(t, err)
@@ -52,7 +58,7 @@ func (e *snapshotEnv) backUp(t *testing.T, c *etcdtest.Cluster, name, bname stri
 	e.kube.Apply(t, obj)
 
 	want := c.Dump(t)
-	out, _, _, _, err := e.action.Execute(etcdCluster(name, c.Endpoints, nil), b)
+	out, _, _, _, err := e.action.Execute(etcdCluster(name, c.Endpoints, extra), b)
 	require.NoError(t, err)
 	item := &unstructured.Unstructured{Object: out.UnstructuredContent()}
 	key := item.GetAnnotations()[backup.AnnotationSnapshotKey]
@@ -428,6 +434,49 @@ func TestRestoreAction(t *testing.T) {
 		assert.True(t, p.Completed)
 		assert.Contains(t, p.Err, "canceled")
 		assert.Equal(t, restore.PhaseCanceled, env.status(t, "shared").Phase)
+	})
+
+	t.Run("zstd snapshot round trip", func(t *testing.T) {
+		src := etcdtest.Start(t, etcdtest.Options{Members: 1})
+		src.Fill(t, 20000, 200)
+		b := env.backUpWith(t, src, "zstd", "b-zstd", map[string]string{cluster.AnnotationCompression: cluster.CompressionZstd})
+		require.True(t, strings.HasSuffix(b.key, ".db.zst"), b.key)
+		dst := etcdtest.Start(t, etcdtest.Options{Members: 1})
+		p := env.execute(t, b, "r-zstd", dst.Endpoints, nil).untilDone(t, 2*time.Minute)
+		require.Empty(t, p.Err)
+		assertSameData(t, b.want, dst.Dump(t))
+	})
+
+	// The object's bytes are checked against the manifest's digest of the
+	// stored object, compressed or not, even when the etcd data inside is
+	// intact: the manifest and the backed-up item say one thing, the bucket
+	// holds another.
+	t.Run("object that does not match its manifest", func(t *testing.T) {
+		src := etcdtest.Start(t, etcdtest.Options{Members: 1})
+		src.Fill(t, 2000, 100)
+		for _, compression := range []string{cluster.CompressionNone, cluster.CompressionZstd} {
+			t.Run(compression, func(t *testing.T) {
+				name := "digest-" + compression
+				b := env.backUpWith(t, src, name, "b-"+name, map[string]string{cluster.AnnotationCompression: compression})
+				wrong := strings.Repeat("0", 64)
+				manifestKey := strings.TrimSuffix(strings.TrimSuffix(b.key, ".zst"), ".db") + ".json"
+				var m map[string]any
+				require.NoError(t, json.Unmarshal(env.get(t, manifestKey), &m))
+				m["storedSHA256"] = wrong
+				data, err := json.Marshal(m)
+				require.NoError(t, err)
+				require.NoError(t, env.store.PutObject(env.oss.Bucket, manifestKey, bytes.NewReader(data)))
+				ann := b.item.GetAnnotations()
+				ann[backup.AnnotationSnapshotSHA256] = wrong
+				b.item.SetAnnotations(ann)
+
+				dst := etcdtest.Start(t, etcdtest.Options{Members: 1})
+				p := env.execute(t, b, "r-"+name, dst.Endpoints, nil).untilDone(t, time.Minute)
+				assert.Contains(t, p.Err, "stored object sha256")
+				assert.Contains(t, p.Err, b.key)
+				assert.Empty(t, dst.Dump(t))
+			})
+		}
 	})
 
 	t.Run("corrupt snapshot leaves the target untouched", func(t *testing.T) {
