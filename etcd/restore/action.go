@@ -117,8 +117,13 @@ func parseOperationID(id string) (operation, error) {
 
 // Execute passes an item without a snapshot through untouched. Otherwise it
 // marks the item Pending and starts an operation named after the restore,
-// the target namespace and name (after Velero's namespace mapping, which the
-// item already carries) and the snapshot object.
+// the target namespace and name and the snapshot object.
+//
+// The target namespace is the item's after the restore's namespace mapping.
+// Velero moves the item into the mapped namespace only after the restore
+// actions have run, so Execute still sees the backed-up namespace and applies
+// the mapping itself, as Velero's own CSI PVC action does. Taking the item's
+// namespace as it comes would point the operation at the original cluster.
 func (a *Action) Execute(in *velero.RestoreItemActionExecuteInput) (*velero.RestoreItemActionExecuteOutput, error) {
 	var backedUp map[string]string
 	if in.ItemFromBackup != nil {
@@ -129,7 +134,11 @@ func (a *Action) Execute(in *velero.RestoreItemActionExecuteInput) (*velero.Rest
 		return velero.NewRestoreItemActionExecuteOutput(in.Item), nil
 	}
 	item := &unstructured.Unstructured{Object: in.Item.UnstructuredContent()}
-	op := operation{restore: in.Restore.Name, namespace: item.GetNamespace(), name: item.GetName(), snapshotKey: key}
+	namespace := item.GetNamespace()
+	if mapped, ok := in.Restore.Spec.NamespaceMapping[namespace]; ok && mapped != "" {
+		namespace = mapped
+	}
+	op := operation{restore: in.Restore.Name, namespace: namespace, name: item.GetName(), snapshotKey: key}
 	if op.namespace == "" || op.name == "" {
 		return nil, fmt.Errorf("etcd restore: item %s/%s has no namespace or name", op.namespace, op.name)
 	}

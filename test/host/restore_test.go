@@ -79,12 +79,23 @@ type restoreRun struct {
 // creates the object it returns, as Velero does; eps are the endpoints of
 // the cluster the operator brings up, extra more annotations.
 func (e *snapshotEnv) execute(t *testing.T, b *backedUp, restoreName string, eps []string, extra map[string]string) *restoreRun {
+	return e.executeMapped(t, b, restoreName, eps, extra, nil)
+}
+
+// executeMapped is execute for a restore with namespace mappings. As Velero
+// does, it hands the action the item in its backed-up namespace and moves
+// the returned item into the mapped namespace afterwards.
+func (e *snapshotEnv) executeMapped(t *testing.T, b *backedUp, restoreName string, eps []string, extra, mapping map[string]string) *restoreRun {
 	log, captured := newLogger()
 	ria, err := plugintest.Manager(t, log).GetRestoreItemActionV2(restore.PluginName)
 	require.NoError(t, err)
 	r := &velerov1.Restore{
 		ObjectMeta: metav1.ObjectMeta{Name: restoreName, Namespace: "velero"},
-		Spec:       velerov1.RestoreSpec{BackupName: b.backup.Name},
+		Spec:       velerov1.RestoreSpec{BackupName: b.backup.Name, NamespaceMapping: mapping},
+	}
+	ns := b.item.GetNamespace()
+	if mapped, ok := mapping[ns]; ok {
+		ns = mapped
 	}
 	// Velero resets metadata and status before the actions see the item.
 	item := b.item.DeepCopy()
@@ -94,10 +105,11 @@ func (e *snapshotEnv) execute(t *testing.T, b *backedUp, restoreName string, eps
 	item.SetAnnotations(ann)
 	out, err := ria.Execute(&velero.RestoreItemActionExecuteInput{Item: item, ItemFromBackup: b.item, Restore: r})
 	require.NoError(t, err)
-	want := fmt.Sprintf("%s/apps/%s/%s", restoreName, b.item.GetName(), b.key)
+	want := fmt.Sprintf("%s/%s/%s/%s", restoreName, ns, b.item.GetName(), b.key)
 	require.Equal(t, want, out.OperationID)
 	created := &unstructured.Unstructured{Object: out.UpdatedItem.UnstructuredContent()}
-	e.ensureNamespace(t, "apps")
+	created.SetNamespace(ns)
+	e.ensureNamespace(t, ns)
 	e.kube.Apply(t, created)
 	return &restoreRun{env: e, restore: r, opID: out.OperationID, logger: log, log: captured}
 }
@@ -145,7 +157,11 @@ func (r *restoreRun) cancel(t *testing.T) {
 }
 
 func (e *snapshotEnv) status(t *testing.T, name string) restore.State {
-	obj, err := e.kube.Dynamic.Resource(etcdClusterGVR).Namespace("apps").Get(t.Context(), name, metav1.GetOptions{})
+	return e.statusIn(t, "apps", name)
+}
+
+func (e *snapshotEnv) statusIn(t *testing.T, namespace, name string) restore.State {
+	obj, err := e.kube.Dynamic.Resource(etcdClusterGVR).Namespace(namespace).Get(t.Context(), name, metav1.GetOptions{})
 	require.NoError(t, err)
 	var st restore.State
 	require.NoError(t, json.Unmarshal([]byte(obj.GetAnnotations()[restore.AnnotationRestoreStatus]), &st))
@@ -434,6 +450,27 @@ func TestRestoreAction(t *testing.T) {
 		assert.True(t, p.Completed)
 		assert.Contains(t, p.Err, "canceled")
 		assert.Equal(t, restore.PhaseCanceled, env.status(t, "shared").Phase)
+	})
+
+	// velero restore create --namespace-mappings apps:apps-clone while the
+	// original cluster still runs in apps, its EtcdCluster object in place.
+	t.Run("namespace mapping: the mapped namespace's cluster, not the original", func(t *testing.T) {
+		src := etcdtest.Start(t, etcdtest.Options{Members: 1})
+		src.Fill(t, 3000, 100)
+		b := env.backUp(t, src, "mapped", "b-mapped")
+		env.ensureNamespace(t, "apps")
+		env.kube.Apply(t, b.item.DeepCopy())
+
+		dst := etcdtest.Start(t, etcdtest.Options{Members: 1})
+		p := env.executeMapped(t, b, "r-mapped", dst.Endpoints, nil, map[string]string{"apps": "apps-clone"}).untilDone(t, time.Minute)
+		require.Empty(t, p.Err)
+		assertSameData(t, b.want, dst.Dump(t))
+		assert.Equal(t, restore.PhaseCompleted, env.statusIn(t, "apps-clone", "mapped").Phase)
+
+		assertSameData(t, b.want, src.Dump(t))
+		orig, err := env.kube.Dynamic.Resource(etcdClusterGVR).Namespace("apps").Get(t.Context(), "mapped", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.NotContains(t, orig.GetAnnotations(), restore.AnnotationRestoreStatus, "the original object is left alone")
 	})
 
 	t.Run("zstd snapshot round trip", func(t *testing.T) {
