@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"sort"
@@ -80,6 +81,7 @@ func Run(t testing.TB, sub Subtests, r *Reporter) {
 
 	sub.Run("backup", s.backupB1)
 	sub.Run("restore", s.restoreR1)
+	sub.Run("clone", s.cloneR2)
 	sub.Run("delete-backup", s.deleteB1)
 	sub.Run("schedule", s.createSchedule)
 	sub.Run("wrong-secret", s.wrongSecret)
@@ -289,23 +291,8 @@ func (s *Scenario) restoreR1(t testing.TB) {
 
 	r.Step("Every key and value is back")
 	got := s.restored.Dump(t)
-	var missing, differ, extra int
-	for k, v := range s.want {
-		gv, ok := got[k]
-		switch {
-		case !ok:
-			missing++
-		case !bytes.Equal(gv, v):
-			differ++
-		}
-	}
-	for k := range got {
-		if _, ok := s.want[k]; !ok {
-			extra++
-		}
-	}
-	if missing+differ+extra > 0 {
-		t.Fatalf("restored keyspace: %d keys missing, %d with another value, %d extra (of %d)", missing, differ, extra, len(s.want))
+	if d := diffKeys(s.want, got); d != "" {
+		t.Fatalf("restored keyspace: %s", d)
 	}
 	r.Show("%d of %d keys identical, nothing missing, nothing extra", len(got), len(s.want))
 	cli := s.restored.Client(t)
@@ -335,29 +322,138 @@ func (s *Scenario) restoreR1(t testing.TB) {
 // the annotated EtcdCluster as soon as Velero has created it again.
 func (s *Scenario) waitForEtcdCluster(t testing.TB, cliDone <-chan struct{}) []string {
 	t.Helper()
+	eps := s.waitForEtcdClusterIn(t, AppNamespace, cliDone)
+	if len(eps) != 3 {
+		t.Fatalf("restored EtcdCluster %s/%s: endpoints annotation %q", AppNamespace, AppCluster, strings.Join(eps, ","))
+	}
+	return eps
+}
+
+// waitForEtcdClusterIn waits for EtcdCluster AppCluster in namespace ns and
+// returns the endpoints in its annotation.
+func (s *Scenario) waitForEtcdClusterIn(t testing.TB, ns string, cliDone <-chan struct{}) []string {
+	t.Helper()
 	deadline := time.After(5 * time.Minute)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		ec, err := s.Kube.Dynamic.Resource(operatorEtcdClusters).Namespace(AppNamespace).Get(ctx, AppCluster, metav1.GetOptions{})
+		ec, err := s.Kube.Dynamic.Resource(operatorEtcdClusters).Namespace(ns).Get(ctx, AppCluster, metav1.GetOptions{})
 		cancel()
 		if err == nil {
-			eps := strings.Split(ec.GetAnnotations()[cluster.AnnotationEndpoints], ",")
-			if len(eps) != 3 {
-				t.Fatalf("restored EtcdCluster %s/%s: endpoints annotation %q", AppNamespace, AppCluster, ec.GetAnnotations()[cluster.AnnotationEndpoints])
-			}
-			return eps
+			return strings.Split(ec.GetAnnotations()[cluster.AnnotationEndpoints], ",")
 		}
 		if !apierrors.IsNotFound(err) {
 			t.Logf("get EtcdCluster: %v", err)
 		}
 		select {
 		case <-cliDone:
-			t.Fatalf("the restore finished without creating EtcdCluster %s/%s", AppNamespace, AppCluster)
+			t.Fatalf("the restore finished without creating EtcdCluster %s/%s", ns, AppCluster)
 		case <-deadline:
-			t.Fatalf("EtcdCluster %s/%s was not restored within 5m", AppNamespace, AppCluster)
+			t.Fatalf("EtcdCluster %s/%s was not restored within 5m", ns, AppCluster)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// cloneR2: `velero restore create r2 --namespace-mappings apps:apps-clone`
+// restores the backup a second time, beside the cluster r1 brought back,
+// into a new namespace and a new, empty etcd. Velero runs restore actions
+// before it moves an item into its mapped namespace, and the backed-up
+// endpoints annotation still names r1's cluster: a resource modifier points
+// the clone at its own etcd, and the plugin must load that one and leave r1's
+// alone.
+func (s *Scenario) cloneR2(t testing.TB) {
+	r := s.R
+	const cloneNS, modifier = AppNamespace + "-clone", "etcd-clone-endpoints"
+	cloneURL := "http://" + freeAddr(t)
+	rules := fmt.Sprintf(`version: v1
+resourceModifierRules:
+- conditions:
+    groupResource: etcdclusters.%s
+    namespaces: [%s]
+    resourceNameRegex: "^%s$"
+  mergePatches:
+  - patchData: '{"metadata":{"annotations":{"%s":"%s"}}}'
+`, cluster.GroupV1alpha1, AppNamespace, AppCluster, cluster.AnnotationEndpoints, cloneURL)
+	r.Step("Clone: a resource modifier points the restored EtcdCluster at a new etcd (%s)", cloneURL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: modifier, Namespace: Namespace}, Data: map[string]string{"rules.yaml": rules}}
+	if _, err := s.Kube.Client.CoreV1().ConfigMaps(Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create resource modifier ConfigMap: %v", err)
+	}
+	r.Output(rules, 0)
+
+	r.Step("velero restore create r2 --from-backup b1 --namespace-mappings %s:%s --resource-modifier-configmap %s", AppNamespace, cloneNS, modifier)
+	bg := s.CLI.Background(t, 0, "restore", "create", "r2", "--from-backup", "b1",
+		"--namespace-mappings", AppNamespace+":"+cloneNS, "--resource-modifier-configmap", modifier, "--wait")
+	eps := s.waitForEtcdClusterIn(t, cloneNS, bg.Done())
+	if strings.Join(eps, ",") != cloneURL {
+		t.Fatalf("EtcdCluster %s/%s has endpoints %q, want the modifier's %s", cloneNS, AppCluster, strings.Join(eps, ","), cloneURL)
+	}
+	r.Show("operator: EtcdCluster %s/%s created; starting an empty one-member etcd at %s", cloneNS, AppCluster, cloneURL)
+	clone := etcdtest.StartAt(t, etcdtest.Options{}, eps)
+	defer clone.StopAll()
+	res := bg.Wait()
+	if res.Err != nil || !strings.Contains(res.Output, "Restore completed with status: Completed") {
+		t.Fatalf("restore r2 did not complete (%v):\n%s", res.Err, res.Output)
+	}
+	ec, err := s.Kube.Dynamic.Resource(operatorEtcdClusters).Namespace(cloneNS).Get(ctx, AppCluster, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get EtcdCluster %s/%s: %v", cloneNS, AppCluster, err)
+	}
+	r.Show("%s on %s/%s: %s", restore.AnnotationRestoreStatus, cloneNS, AppCluster, ec.GetAnnotations()[restore.AnnotationRestoreStatus])
+
+	r.Step("The clone holds every key; the cluster r1 restored is untouched")
+	if d := diffKeys(s.want, clone.Dump(t)); d != "" {
+		t.Fatalf("clone: %s", d)
+	}
+	if d := diffKeys(s.want, s.restored.Dump(t)); d != "" {
+		t.Fatalf("r1's cluster after the clone: %s", d)
+	}
+	r.Show("%d keys in the clone, identical; r1's cluster still holds exactly the backed-up keys", len(s.want))
+
+	// The clone's objects go, so that later backups see only r1's cluster.
+	for _, c := range []struct {
+		gvr  schema.GroupVersionResource
+		name string
+	}{{operatorEtcdClusters, AppCluster}, {coreosEtcdClusters, PlainCluster}} {
+		if err := s.Kube.Dynamic.Resource(c.gvr).Namespace(cloneNS).Delete(ctx, c.name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatalf("delete EtcdCluster %s/%s: %v", cloneNS, c.name, err)
+		}
+	}
+}
+
+// diffKeys describes how got differs from want, or returns "".
+func diffKeys(want, got map[string][]byte) string {
+	var missing, differ, extra int
+	for k, v := range want {
+		gv, ok := got[k]
+		switch {
+		case !ok:
+			missing++
+		case !bytes.Equal(gv, v):
+			differ++
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			extra++
+		}
+	}
+	if missing+differ+extra == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d keys missing, %d with another value, %d extra (of %d)", missing, differ, extra, len(want))
+}
+
+// freeAddr returns a loopback address with a port nobody listens on now.
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // deleteB1: `velero backup delete b1 --confirm` removes everything under
