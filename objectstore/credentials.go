@@ -19,12 +19,15 @@ import (
 // Environment variables of the Alibaba Cloud credential chain. The dotenv
 // credentials file uses the same names.
 const (
-	EnvAccessKeyID      = "ALIBABA_CLOUD_ACCESS_KEY_ID"
-	EnvAccessKeySecret  = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
-	EnvSecurityToken    = "ALIBABA_CLOUD_SECURITY_TOKEN"
-	EnvRoleARN          = "ALIBABA_CLOUD_ROLE_ARN"
-	EnvOIDCProviderARN  = "ALIBABA_CLOUD_OIDC_PROVIDER_ARN"
-	EnvOIDCTokenFile    = "ALIBABA_CLOUD_OIDC_TOKEN_FILE"
+	EnvAccessKeyID     = "ALIBABA_CLOUD_ACCESS_KEY_ID"
+	EnvAccessKeySecret = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+	EnvSecurityToken   = "ALIBABA_CLOUD_SECURITY_TOKEN"
+	EnvRoleARN         = "ALIBABA_CLOUD_ROLE_ARN"
+	EnvOIDCProviderARN = "ALIBABA_CLOUD_OIDC_PROVIDER_ARN"
+	EnvOIDCTokenFile   = "ALIBABA_CLOUD_OIDC_TOKEN_FILE"
+	// EnvCredentialsFile names a credentials file: `velero install
+	// --secret-file` mounts the Secret at /credentials/cloud and sets it.
+	EnvCredentialsFile  = "ALIBABA_CLOUD_CREDENTIALS_FILE"
 	iniKeyAccessKeyID   = "access_key_id"
 	iniKeyAccessKeySec  = "access_key_secret"
 	iniKeySecurityToken = "security_token"
@@ -265,8 +268,8 @@ type credentialSource struct {
 }
 
 // resolveCredentials applies the documented order: credentials content (from
-// InitWithCredentials), credentials file, environment keys, RRSA/OIDC, ECS RAM
-// role. Nothing is ever written into the process environment: each store keeps
+// InitWithCredentials), the location's credentials file, the file named by
+// ALIBABA_CLOUD_CREDENTIALS_FILE, environment keys, RRSA/OIDC, ECS RAM role. Nothing is ever written into the process environment: each store keeps
 // its own keys.
 func resolveCredentials(content []byte, file string, getenv func(string) string, log logrus.FieldLogger) (credentialSource, error) {
 	switch {
@@ -282,6 +285,17 @@ func resolveCredentials(content []byte, file string, getenv func(string) string,
 			return credentialSource{}, err
 		}
 		return credentialSource{p, "credentials file " + file}, nil
+	}
+	// A location without spec.credential, on a Velero installed with
+	// --secret-file: Velero passes no file, but its pod (and so this plugin
+	// process) has the variable. A set variable with no readable file is an
+	// error rather than a silent fall through to other credentials.
+	if path := getenv(EnvCredentialsFile); path != "" {
+		p, err := newFileCredentialsProvider(path, log)
+		if err != nil {
+			return credentialSource{}, fmt.Errorf("environment variable %s: %w", EnvCredentialsFile, err)
+		}
+		return credentialSource{p, "credentials file " + path + " (" + EnvCredentialsFile + ")"}, nil
 	}
 
 	id, secret := getenv(EnvAccessKeyID), getenv(EnvAccessKeySecret)
@@ -309,8 +323,8 @@ func resolveCredentials(content []byte, file string, getenv func(string) string,
 
 	p, err := providers.NewECSRAMRoleCredentialsProviderBuilder().Build()
 	if err != nil {
-		return credentialSource{}, fmt.Errorf("no OSS credentials found: set %s (or use InitWithCredentials), %s/%s, RRSA (%s, %s, %s), or run with an ECS RAM role (%w)",
-			ConfigCredentialsFile, EnvAccessKeyID, EnvAccessKeySecret, EnvRoleARN, EnvOIDCProviderARN, EnvOIDCTokenFile, err)
+		return credentialSource{}, fmt.Errorf("no OSS credentials found: set %s (or use InitWithCredentials), %s, %s/%s, RRSA (%s, %s, %s), or run with an ECS RAM role (%w)",
+			ConfigCredentialsFile, EnvCredentialsFile, EnvAccessKeyID, EnvAccessKeySecret, EnvRoleARN, EnvOIDCProviderARN, EnvOIDCTokenFile, err)
 	}
 	return credentialSource{&refreshingProvider{provider: p}, "ECS RAM role"}, nil
 }

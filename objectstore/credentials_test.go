@@ -133,6 +133,24 @@ func TestResolveCredentialsOrder(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "fileid", get(src))
 
+	// velero install --secret-file: the variable names the mounted file,
+	// which comes after the location's own file and before the keys.
+	mounted := filepath.Join(dir, "mounted")
+	writeFile(t, mounted, "ALIBABA_CLOUD_ACCESS_KEY_ID=mountedid\nALIBABA_CLOUD_ACCESS_KEY_SECRET=mountedsecret\n")
+	env[EnvCredentialsFile] = mounted
+	src, err = resolveCredentials(nil, "", getenv, log)
+	require.NoError(t, err)
+	assert.Equal(t, "mountedid", get(src))
+	assert.Contains(t, src.name, EnvCredentialsFile)
+	src, err = resolveCredentials(nil, file, getenv, log)
+	require.NoError(t, err)
+	assert.Equal(t, "fileid", get(src))
+	env[EnvCredentialsFile] = filepath.Join(dir, "not-mounted")
+	_, err = resolveCredentials(nil, "", getenv, log)
+	require.ErrorContains(t, err, EnvCredentialsFile)
+	require.ErrorContains(t, err, "no such file")
+	delete(env, EnvCredentialsFile)
+
 	src, err = resolveCredentials(nil, "", getenv, log)
 	require.NoError(t, err)
 	assert.Equal(t, "envid", get(src))

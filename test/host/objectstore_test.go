@@ -205,6 +205,26 @@ func TestBackupStoreOnPlugin(t *testing.T) {
 	assert.NotContains(t, captured.String(), env.AccessKeySecret)
 }
 
+// TestVeleroInstallSecretFile is a location without spec.credential on a
+// Velero installed with --secret-file: Velero passes no credentials file, and
+// the plugin process inherits ALIBABA_CLOUD_CREDENTIALS_FILE from the server.
+func TestVeleroInstallSecretFile(t *testing.T) {
+	env := osstest.Start(t)
+	t.Setenv(objectstore.EnvCredentialsFile, credentialsFile(t, env.AccessKeyID, env.AccessKeySecret))
+	log, captured := newLogger()
+	cfg := storeConfig(t, env)
+	delete(cfg, "credentialsFile")
+	store := objectStore(t, log, cfg)
+	require.NoError(t, store.PutObject(env.Bucket, "installed/k", strings.NewReader("v")))
+	rc, err := store.GetObject(env.Bucket, "installed/k")
+	require.NoError(t, err)
+	body, err := io.ReadAll(rc)
+	rc.Close()
+	require.NoError(t, err)
+	assert.Equal(t, "v", string(body))
+	assert.NotContains(t, captured.String(), env.AccessKeySecret)
+}
+
 // TestBadInputOverGRPC checks that bad configuration gives a clear error
 // through the real plugin boundary, and that no secret leaks in any error or
 // log line on the way.
