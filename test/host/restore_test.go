@@ -86,6 +86,16 @@ func (e *snapshotEnv) execute(t *testing.T, b *backedUp, restoreName string, eps
 // does, it hands the action the item in its backed-up namespace and moves
 // the returned item into the mapped namespace afterwards.
 func (e *snapshotEnv) executeMapped(t *testing.T, b *backedUp, restoreName string, eps []string, extra, mapping map[string]string) *restoreRun {
+	run, created := e.executeOnly(t, b, restoreName, eps, extra, mapping)
+	e.ensureNamespace(t, created.GetNamespace())
+	e.kube.Apply(t, created)
+	return run
+}
+
+// executeOnly runs Execute and returns the item Velero would create (in the
+// mapped namespace) without creating it: Velero leaves an object that
+// already exists as it is.
+func (e *snapshotEnv) executeOnly(t *testing.T, b *backedUp, restoreName string, eps []string, extra, mapping map[string]string) (*restoreRun, *unstructured.Unstructured) {
 	log, captured := newLogger()
 	ria, err := plugintest.Manager(t, log).GetRestoreItemActionV2(restore.PluginName)
 	require.NoError(t, err)
@@ -109,9 +119,7 @@ func (e *snapshotEnv) executeMapped(t *testing.T, b *backedUp, restoreName strin
 	require.Equal(t, want, out.OperationID)
 	created := &unstructured.Unstructured{Object: out.UpdatedItem.UnstructuredContent()}
 	created.SetNamespace(ns)
-	e.ensureNamespace(t, ns)
-	e.kube.Apply(t, created)
-	return &restoreRun{env: e, restore: r, opID: out.OperationID, logger: log, log: captured}
+	return &restoreRun{env: e, restore: r, opID: out.OperationID, logger: log, log: captured}, created
 }
 
 func (e *snapshotEnv) ensureNamespace(t *testing.T, ns string) {
@@ -471,6 +479,39 @@ func TestRestoreAction(t *testing.T) {
 		orig, err := env.kube.Dynamic.Resource(etcdClusterGVR).Namespace("apps").Get(t.Context(), "mapped", metav1.GetOptions{})
 		require.NoError(t, err)
 		assert.NotContains(t, orig.GetAnnotations(), restore.AnnotationRestoreStatus, "the original object is left alone")
+	})
+
+	// The EtcdCluster still exists: Velero registers the operation but does
+	// not create the item, so Progress finds the existing object, with no
+	// restore status and its own policy.
+	t.Run("existing EtcdCluster, its own policy", func(t *testing.T) {
+		src := etcdtest.Start(t, etcdtest.Options{Members: 1})
+		src.Fill(t, 2000, 100)
+		b := env.backUp(t, src, "existing", "b-existing")
+		_, err := src.Client(t).Put(t.Context(), "/written/after/the/backup", "x")
+		require.NoError(t, err)
+		existing := b.item.DeepCopy()
+		env.ensureNamespace(t, "apps")
+		env.kube.Apply(t, existing)
+
+		run, _ := env.executeOnly(t, b, "r-existing", src.Endpoints, nil, nil)
+		p := run.untilDone(t, time.Minute)
+		assert.Contains(t, p.Err, "empty-only")
+		assert.Contains(t, src.Dump(t), "/written/after/the/backup", "empty-only writes nothing")
+
+		res := env.kube.Dynamic.Resource(etcdClusterGVR).Namespace("apps")
+		cur, err := res.Get(t.Context(), "existing", metav1.GetOptions{})
+		require.NoError(t, err)
+		ann := cur.GetAnnotations()
+		ann[restore.AnnotationRestorePolicy] = restore.PolicyOverwrite
+		cur.SetAnnotations(ann)
+		_, err = res.Update(t.Context(), cur, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		run, _ = env.executeOnly(t, b, "r-existing-2", src.Endpoints, nil, nil)
+		p = run.untilDone(t, time.Minute)
+		require.Empty(t, p.Err)
+		assertSameData(t, b.want, src.Dump(t))
+		assert.Equal(t, restore.PhaseCompleted, env.status(t, "existing").Phase)
 	})
 
 	t.Run("zstd snapshot round trip", func(t *testing.T) {
