@@ -13,6 +13,8 @@
 package grpcbuf
 
 import (
+	"slices"
+
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
 )
@@ -21,18 +23,19 @@ import (
 // header, or an OSS bucket and key (at most 63 + 1023 bytes).
 const headroom = 2 << 10
 
-// Sizes are the pool's tiers: gRPC's own, plus one just above each chunk size
-// the plugin receives in bulk.
-var Sizes = []int{
+// sizes are the pool's tiers: gRPC's own, one just above each chunk size the
+// plugin receives in bulk, and 64 and 256 KiB so that no other message below
+// 1 MiB takes a buffer more than four times its size.
+var sizes = []int{
 	256, 4 << 10,
 	16 << 10, 16<<10 + headroom, // Velero's PutObject chunks
 	32 << 10, 32<<10 + headroom, // etcd's snapshot chunks
 	64 << 10, 256 << 10, 1 << 20,
 }
 
-// Pool returns a buffer pool with the Sizes tiers. It clears buffers as gRPC's
-// default pool does.
-func Pool() mem.BufferPool { return mem.NewTieredBufferPool(Sizes...) }
+// Pool returns a buffer pool with those tiers (it sorts what it is given,
+// hence the copy). It clears buffers as gRPC's default pool does.
+func Pool() mem.BufferPool { return mem.NewTieredBufferPool(slices.Clone(sizes)...) }
 
 // Install makes Pool the default for every gRPC client and server the process
 // creates afterwards, including the plugin server Velero's framework starts,
