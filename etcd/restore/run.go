@@ -434,6 +434,12 @@ func (r *run) openSnapshot(ctx context.Context) (*keyspace.Snapshot, error) {
 	if r.st.SnapshotSHA256 != "" && m.StoredSHA256 != "" && !strings.EqualFold(r.st.SnapshotSHA256, m.StoredSHA256) {
 		return nil, fail("manifest %s says sha256 %s, the backed-up item %s", manifestKey, m.StoredSHA256, r.st.SnapshotSHA256)
 	}
+	// The object is checked against the manifest, or against the backed-up
+	// item when a manifest carries no digest.
+	wantStored := m.StoredSHA256
+	if wantStored == "" {
+		wantStored = r.st.SnapshotSHA256
+	}
 	rc, err := loc.Store.GetObject(loc.Bucket, key)
 	if err != nil {
 		return nil, objectErr(key, err)
@@ -447,7 +453,7 @@ func (r *run) openSnapshot(ctx context.Context) (*keyspace.Snapshot, error) {
 		if err != nil {
 			return nil, objectErr(key, err)
 		}
-		if err := checkDigest("stored object", snap.StreamSHA256, m.StoredSHA256); err != nil {
+		if err := checkDigest("stored object", snap.StreamSHA256, wantStored); err != nil {
 			snap.Close()
 			return nil, objectErr(key, err)
 		}
@@ -468,18 +474,18 @@ func (r *run) openSnapshot(ctx context.Context) (*keyspace.Snapshot, error) {
 		snap.Close()
 		return nil, objectErr(key, fmt.Errorf("reading the snapshot: %w", err))
 	}
-	if err := checkDigest("stored object", hex.EncodeToString(stored.Sum(nil)), m.StoredSHA256); err != nil {
+	if err := checkDigest("stored object", hex.EncodeToString(stored.Sum(nil)), wantStored); err != nil {
 		snap.Close()
 		return nil, objectErr(key, err)
 	}
 	return snap, nil
 }
 
-// checkDigest compares a computed sha256 with the manifest's (empty in the
-// manifest skips the check).
+// checkDigest compares a computed sha256 with the expected one (empty skips
+// the check).
 func checkDigest(what, got, want string) error {
 	if want != "" && !strings.EqualFold(got, want) {
-		return fmt.Errorf("snapshot is corrupt: %s sha256 %s, the manifest says %s", what, got, want)
+		return fmt.Errorf("snapshot is corrupt: %s sha256 %s, the backup recorded %s", what, got, want)
 	}
 	return nil
 }

@@ -532,15 +532,23 @@ func TestRestoreAction(t *testing.T) {
 	t.Run("object that does not match its manifest", func(t *testing.T) {
 		src := etcdtest.Start(t, etcdtest.Options{Members: 1})
 		src.Fill(t, 2000, 100)
-		for _, compression := range []string{cluster.CompressionNone, cluster.CompressionZstd} {
-			t.Run(compression, func(t *testing.T) {
-				name := "digest-" + compression
+		cases := []struct{ compression, manifestDigest string }{
+			{cluster.CompressionNone, "wrong"}, {cluster.CompressionZstd, "wrong"},
+			{cluster.CompressionNone, "absent"}, // then the backed-up item's digest counts
+		}
+		for _, c := range cases {
+			compression := c.compression
+			t.Run(compression+"/manifest digest "+c.manifestDigest, func(t *testing.T) {
+				name := "digest-" + compression + "-" + c.manifestDigest
 				b := env.backUpWith(t, src, name, "b-"+name, map[string]string{cluster.AnnotationCompression: compression})
 				wrong := strings.Repeat("0", 64)
 				manifestKey := strings.TrimSuffix(strings.TrimSuffix(b.key, ".zst"), ".db") + ".json"
 				var m map[string]any
 				require.NoError(t, json.Unmarshal(env.get(t, manifestKey), &m))
 				m["storedSHA256"] = wrong
+				if c.manifestDigest == "absent" {
+					delete(m, "storedSHA256")
+				}
 				data, err := json.Marshal(m)
 				require.NoError(t, err)
 				require.NoError(t, env.store.PutObject(env.oss.Bucket, manifestKey, bytes.NewReader(data)))
