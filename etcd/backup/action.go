@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	"github.com/vmware-tanzu/velero/pkg/kuberesource"
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
 	biav2 "github.com/vmware-tanzu/velero/pkg/plugin/velero/backupitemaction/v2"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -66,7 +67,8 @@ func (a *Action) AppliesTo() (velero.ResourceSelector, error) {
 
 // Execute snapshots the cluster synchronously: the bytes are in the bucket,
 // verified, before the item is written to the backup, so a Completed backup
-// always holds a complete snapshot.
+// always holds a complete snapshot. The Secrets the cluster's restore needs
+// go into the backup with it, as additional items.
 func (a *Action) Execute(item runtime.Unstructured, backup *velerov1.Backup) (runtime.Unstructured, []velero.ResourceIdentifier, string, []velero.ResourceIdentifier, error) {
 	obj := &unstructured.Unstructured{Object: item.UnstructuredContent()}
 	if obj.GetAnnotations()[cluster.AnnotationSnapshot] != "true" {
@@ -76,7 +78,11 @@ func (a *Action) Execute(item runtime.Unstructured, backup *velerov1.Backup) (ru
 	if err := a.snapshot(obj, backup); err != nil {
 		return nil, nil, "", nil, fmt.Errorf("etcd snapshot of %s: %w", name, err)
 	}
-	return obj, nil, "", nil, nil
+	var secrets []velero.ResourceIdentifier
+	for _, s := range cluster.ReferencedSecrets(obj) {
+		secrets = append(secrets, velero.ResourceIdentifier{GroupResource: kuberesource.Secrets, Namespace: obj.GetNamespace(), Name: s})
+	}
+	return obj, secrets, "", nil, nil
 }
 
 func (a *Action) snapshot(obj *unstructured.Unstructured, backup *velerov1.Backup) error {

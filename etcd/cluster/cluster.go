@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -413,4 +414,34 @@ func tlsFromSecret(ctx context.Context, secrets SecretGetter, namespace, name, c
 	}
 	cfg.Certificates = []tls.Certificate{pair}
 	return cfg, nil
+}
+
+// ReferencedSecrets names the Secrets in the item's namespace that a restore
+// of the item needs: the ones the plugin reads (velero-etcd.io/tls-secret
+// and auth-secret, an etcd-operator cluster's operatorSecret) and, for an
+// etcd-operator cluster, the member certificates its operator needs to bring
+// the cluster up again. A backup selected by label would otherwise leave them
+// out, and the restored cluster could never be reached.
+func ReferencedSecrets(item *unstructured.Unstructured) []string {
+	var names []string
+	add := func(name string) {
+		if name = strings.TrimSpace(name); name != "" && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	ann := item.GetAnnotations()
+	add(ann[AnnotationTLSSecret])
+	add(ann[AnnotationAuthSecret])
+	if item.GroupVersionKind().Group == GroupV1beta2 {
+		for _, path := range [][]string{
+			{"spec", "TLS", "static", "operatorSecret"},
+			{"spec", "TLS", "static", "member", "peerSecret"},
+			{"spec", "TLS", "static", "member", "serverSecret"},
+		} {
+			name, _, _ := unstructured.NestedString(item.Object, path...)
+			add(name)
+		}
+	}
+	slices.Sort(names)
+	return names
 }

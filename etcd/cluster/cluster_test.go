@@ -187,3 +187,30 @@ func TestResolveOtherGroup(t *testing.T) {
 		t.Fatalf("other group: %v", err)
 	}
 }
+
+func TestReferencedSecrets(t *testing.T) {
+	tlsSpec := map[string]any{"TLS": map[string]any{"static": map[string]any{
+		"operatorSecret": "op",
+		"member":         map[string]any{"peerSecret": "peer", "serverSecret": "server"},
+	}}}
+	cases := []struct {
+		name string
+		item *unstructured.Unstructured
+		want []string
+	}{
+		{"nothing named", item("operator.etcd.io/v1alpha1", map[string]string{AnnotationSnapshot: "true"}, nil, nil), nil},
+		{"annotations", item("operator.etcd.io/v1alpha1", map[string]string{AnnotationTLSSecret: " tls ", AnnotationAuthSecret: "auth"}, nil, nil), []string{"auth", "tls"}},
+		{"etcd-operator spec", item("etcd.database.coreos.com/v1beta2", nil, tlsSpec, nil), []string{"op", "peer", "server"}},
+		{"named twice", item("etcd.database.coreos.com/v1beta2", map[string]string{AnnotationTLSSecret: "op"}, tlsSpec, nil), []string{"op", "peer", "server"}},
+		// The etcd-io operator's spec has no such fields: nothing is guessed.
+		{"other group's spec ignored", item("operator.etcd.io/v1alpha1", nil, tlsSpec, nil), nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := ReferencedSecrets(c.item)
+			if strings.Join(got, ",") != strings.Join(c.want, ",") {
+				t.Fatalf("got %q, want %q", got, c.want)
+			}
+		})
+	}
+}

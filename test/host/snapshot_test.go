@@ -95,7 +95,7 @@ func TestSnapshotAction(t *testing.T) {
 		assert.Equal(t, item.Object, out.UnstructuredContent())
 	})
 
-	roundTrip := func(t *testing.T, opts etcdtest.Options, compression string, extra func(*etcdtest.Cluster) map[string]string) {
+	roundTrip := func(t *testing.T, opts etcdtest.Options, compression string, extra func(*etcdtest.Cluster) map[string]string, wantSecrets ...string) {
 		c := etcdtest.Start(t, opts)
 		c.Fill(t, 2000, 100)
 		cli := c.Client(t)
@@ -118,9 +118,17 @@ func TestSnapshotAction(t *testing.T) {
 		name := "db-" + strings.ToLower(strings.ReplaceAll(t.Name()[strings.LastIndex(t.Name(), "/")+1:], "_", "-"))
 		bname := "b-" + name
 		item := etcdCluster(name, c.Endpoints, ann)
-		out, _, opID, _, err := env.action.Execute(item, newBackup(bname, "default"))
+		out, additional, opID, _, err := env.action.Execute(item, newBackup(bname, "default"))
 		require.NoError(t, err)
 		assert.Empty(t, opID)
+		// The Secrets the restore needs go into the backup with the cluster.
+		var gotSecrets []string
+		for _, r := range additional {
+			assert.Equal(t, "secrets", r.GroupResource.String())
+			assert.Equal(t, "apps", r.Namespace)
+			gotSecrets = append(gotSecrets, r.Name)
+		}
+		assert.Equal(t, wantSecrets, gotSecrets)
 		got := &unstructured.Unstructured{Object: out.UnstructuredContent()}
 		a := got.GetAnnotations()
 		key := a[backup.AnnotationSnapshotKey]
@@ -165,13 +173,13 @@ func TestSnapshotAction(t *testing.T) {
 		roundTrip(t, etcdtest.Options{Members: 3, TLS: true}, "", func(c *etcdtest.Cluster) map[string]string {
 			env.secret(t, "apps", "etcd-tls", map[string][]byte{"ca.crt": c.CAPEM, "tls.crt": c.ClientCertPEM, "tls.key": c.ClientKeyPEM})
 			return map[string]string{"velero-etcd.io/tls-secret": "etcd-tls"}
-		})
+		}, "etcd-tls")
 	})
 	t.Run("etcd auth", func(t *testing.T) {
 		roundTrip(t, etcdtest.Options{Members: 3, Auth: true}, "", func(c *etcdtest.Cluster) map[string]string {
 			env.secret(t, "apps", "etcd-auth", map[string][]byte{"username": []byte(c.RootUser), "password": []byte(c.RootPassword)})
 			return map[string]string{"velero-etcd.io/auth-secret": "etcd-auth"}
-		})
+		}, "etcd-auth")
 	})
 
 	t.Run("backup delete removes the snapshot", func(t *testing.T) {
