@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"regexp"
 	"sort"
@@ -42,6 +41,9 @@ const (
 	PlainCluster  = "plain"  // labelled app=etcd but not annotated: backed up as an object only
 	BrokenCluster = "broken" // annotated, endpoints nobody listens on
 	Unrelated     = "unrelated"
+	// AppSecret holds the application etcd's root credentials. It has no
+	// app=etcd label: it reaches the backup as the EtcdCluster's additional item.
+	AppSecret = "app-etcd-auth"
 
 	fillKeys      = 10_000
 	fillValueSize = 256
@@ -97,8 +99,9 @@ func Run(t testing.TB, sub Subtests, r *Reporter) {
 func (s *Scenario) application(t testing.TB) {
 	t.Helper()
 	r := s.R
-	r.Step("Application etcd: three members on 127.0.0.1, %d keys plus %d keys on a lease", fillKeys, leasedKeys)
-	s.app = etcdtest.Start(t, etcdtest.Options{Members: 3})
+	r.Step("Application etcd: three members on 127.0.0.1 with etcd auth, %d keys plus %d keys on a lease", fillKeys, leasedKeys)
+	s.app = etcdtest.Start(t, etcdtest.Options{Members: 3, Auth: true})
+	s.CLI.Secrets = append(s.CLI.Secrets, s.app.RootPassword)
 	s.app.Fill(t, fillKeys, fillValueSize)
 	cli := s.app.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -125,8 +128,14 @@ func (s *Scenario) application(t testing.TB) {
 	if err := s.Client.Create(kctx, ns); err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
+	authSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: AppSecret, Namespace: AppNamespace},
+		Data: map[string][]byte{"username": []byte(s.app.RootUser), "password": []byte(s.app.RootPassword)}}
+	if err := s.Client.Create(kctx, authSecret); err != nil {
+		t.Fatalf("create Secret %s/%s: %v", AppNamespace, AppSecret, err)
+	}
 	s.Kube.Apply(t, appCluster(s.app.Endpoints), plainCluster(), unrelatedConfigMap())
-	r.Show("operator.etcd.io/v1alpha1 EtcdCluster %s/%s  labels app=etcd  annotations %s=true, %s=<the three members>", AppNamespace, AppCluster, cluster.AnnotationSnapshot, cluster.AnnotationEndpoints)
+	r.Show("operator.etcd.io/v1alpha1 EtcdCluster %s/%s  labels app=etcd  annotations %s=true, %s=<the three members>, %s=%s", AppNamespace, AppCluster, cluster.AnnotationSnapshot, cluster.AnnotationEndpoints, cluster.AnnotationAuthSecret, AppSecret)
+	r.Show("Secret %s/%s  (username, password of etcd's root user; no label)", AppNamespace, AppSecret)
 	r.Show("etcd.database.coreos.com/v1beta2 EtcdCluster %s/%s  labels app=etcd  (no snapshot annotation)", AppNamespace, PlainCluster)
 	r.Show("ConfigMap %s/%s  (no label)", AppNamespace, Unrelated)
 }
@@ -139,8 +148,9 @@ func appCluster(endpoints []string) *unstructured.Unstructured {
 			"name": AppCluster, "namespace": AppNamespace,
 			"labels": map[string]any{"app": "etcd"},
 			"annotations": map[string]any{
-				cluster.AnnotationSnapshot:  "true",
-				cluster.AnnotationEndpoints: strings.Join(endpoints, ","),
+				cluster.AnnotationSnapshot:   "true",
+				cluster.AnnotationEndpoints:  strings.Join(endpoints, ","),
+				cluster.AnnotationAuthSecret: AppSecret,
 			},
 		},
 		"spec": map[string]any{"size": int64(len(endpoints)), "version": "v3.6.16"},
@@ -254,14 +264,17 @@ func (s *Scenario) restoreR1(t testing.TB) {
 			t.Fatalf("delete EtcdCluster %s/%s: %v", AppNamespace, c.name, err)
 		}
 	}
-	r.Show("members stopped; EtcdClusters %s/%s and %s/%s deleted", AppNamespace, AppCluster, AppNamespace, PlainCluster)
+	if err := s.Kube.Client.CoreV1().Secrets(AppNamespace).Delete(ctx, AppSecret, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete Secret %s/%s: %v", AppNamespace, AppSecret, err)
+	}
+	r.Show("members stopped; EtcdClusters %s/%s and %s/%s and Secret %s/%s deleted", AppNamespace, AppCluster, AppNamespace, PlainCluster, AppNamespace, AppSecret)
 
 	r.Step("velero restore create r1 --from-backup b1 --wait, while the harness plays the operator")
 	bg := s.CLI.Background(t, 0, "restore", "create", "r1", "--from-backup", "b1", "--wait")
 	endpoints := s.waitForEtcdCluster(t, bg.Done())
 	r.Show("operator: EtcdCluster %s/%s is back; starting an empty three-member etcd at %s", AppNamespace, AppCluster, strings.Join(endpoints, ","))
 	// On the run's TB: the schedule's backup later snapshots this cluster.
-	s.restored = etcdtest.StartAt(s.T, etcdtest.Options{}, endpoints)
+	s.restored = etcdtest.StartAt(s.T, s.appAuth(), endpoints)
 	res := bg.Wait()
 	if res.Err != nil || !strings.Contains(res.Output, "Restore completed with status: Completed") {
 		t.Fatalf("restore r1 did not complete (%v):\n%s", res.Err, res.Output)
@@ -287,6 +300,11 @@ func (s *Scenario) restoreR1(t testing.TB) {
 	ec, err := s.Kube.Dynamic.Resource(operatorEtcdClusters).Namespace(AppNamespace).Get(ctx, AppCluster, metav1.GetOptions{})
 	if err == nil {
 		r.Show("%s on the restored EtcdCluster: %s", restore.AnnotationRestoreStatus, ec.GetAnnotations()[restore.AnnotationRestoreStatus])
+	}
+	if _, err := s.Kube.Client.CoreV1().Secrets(AppNamespace).Get(ctx, AppSecret, metav1.GetOptions{}); err != nil {
+		t.Errorf("Secret %s/%s was not restored: %v", AppNamespace, AppSecret, err)
+	} else {
+		r.Show("Secret %s/%s is back: b1 holds it as the EtcdCluster's additional item, though it has no app=etcd label", AppNamespace, AppSecret)
 	}
 
 	r.Step("Every key and value is back")
@@ -364,7 +382,7 @@ func (s *Scenario) waitForEtcdClusterIn(t testing.TB, ns string, cliDone <-chan 
 func (s *Scenario) cloneR2(t testing.TB) {
 	r := s.R
 	const cloneNS, modifier = AppNamespace + "-clone", "etcd-clone-endpoints"
-	cloneURL := "http://" + freeAddr(t)
+	cloneURL := "http://" + freeLoopbackAddr(t)
 	rules := fmt.Sprintf(`version: v1
 resourceModifierRules:
 - conditions:
@@ -391,7 +409,7 @@ resourceModifierRules:
 		t.Fatalf("EtcdCluster %s/%s has endpoints %q, want the modifier's %s", cloneNS, AppCluster, strings.Join(eps, ","), cloneURL)
 	}
 	r.Show("operator: EtcdCluster %s/%s created; starting an empty one-member etcd at %s", cloneNS, AppCluster, cloneURL)
-	clone := etcdtest.StartAt(t, etcdtest.Options{}, eps)
+	clone := etcdtest.StartAt(t, s.appAuth(), eps)
 	defer clone.StopAll()
 	res := bg.Wait()
 	if res.Err != nil || !strings.Contains(res.Output, "Restore completed with status: Completed") {
@@ -423,6 +441,12 @@ resourceModifierRules:
 	}
 }
 
+// appAuth is how the operator brings the application's cluster back: with
+// etcd auth and the root password the restored Secret holds.
+func (s *Scenario) appAuth() etcdtest.Options {
+	return etcdtest.Options{Auth: true, RootPassword: s.app.RootPassword}
+}
+
 // diffKeys describes how got differs from want, or returns "".
 func diffKeys(want, got map[string][]byte) string {
 	var missing, differ, extra int
@@ -444,16 +468,6 @@ func diffKeys(want, got map[string][]byte) string {
 		return ""
 	}
 	return fmt.Sprintf("%d keys missing, %d with another value, %d extra (of %d)", missing, differ, extra, len(want))
-}
-
-// freeAddr returns a loopback address with a port nobody listens on now.
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // deleteB1: `velero backup delete b1 --confirm` removes everything under
