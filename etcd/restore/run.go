@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strconv"
 	"strings"
@@ -446,48 +447,40 @@ func (r *run) openSnapshot(ctx context.Context) (*keyspace.Snapshot, error) {
 	}
 	defer rc.Close()
 	compressed := m.Compression == cluster.CompressionZstd || (m.Compression == "" && strings.HasSuffix(key, ".zst"))
-	if !compressed {
-		// The stored bytes are the raw stream, which keyspace.Open hashes to
-		// its end: one SHA-256 pass checks both of the manifest's digests.
-		snap, err := keyspace.Open(rc, keyspace.Expect{SHA256: m.RawSHA256})
+	// Uncompressed, the stored bytes are the raw stream, which keyspace.Open
+	// hashes to its end: stored stays nil and one SHA-256 pass checks both of
+	// the manifest's digests.
+	var (
+		body   io.Reader = rc
+		stored hash.Hash
+	)
+	if compressed {
+		stored = sha256.New()
+		dec, err := zstd.NewReader(io.TeeReader(rc, stored), zstd.WithDecoderConcurrency(1))
 		if err != nil {
-			return nil, objectErr(key, err)
+			return nil, err
 		}
-		if err := checkDigest("stored object", snap.StreamSHA256, wantStored); err != nil {
+		defer dec.Close()
+		body = dec
+	}
+	snap, err := keyspace.Open(body, keyspace.Expect{SHA256: m.RawSHA256})
+	if err != nil {
+		return nil, objectErr(key, err)
+	}
+	got := snap.StreamSHA256
+	if stored != nil {
+		// Drain what the decompressor left, so the digest covers the whole object.
+		if _, err := io.Copy(stored, rc); err != nil {
 			snap.Close()
-			return nil, objectErr(key, err)
+			return nil, objectErr(key, fmt.Errorf("reading the snapshot: %w", err))
 		}
-		return snap, nil
+		got = hex.EncodeToString(stored.Sum(nil))
 	}
-	stored := sha256.New()
-	dec, err := zstd.NewReader(io.TeeReader(rc, stored), zstd.WithDecoderConcurrency(1))
-	if err != nil {
-		return nil, err
-	}
-	defer dec.Close()
-	snap, err := keyspace.Open(dec, keyspace.Expect{SHA256: m.RawSHA256})
-	if err != nil {
-		return nil, objectErr(key, err)
-	}
-	// Drain what the decompressor left, so the digest covers the whole object.
-	if _, err := io.Copy(stored, rc); err != nil {
+	if wantStored != "" && !strings.EqualFold(got, wantStored) {
 		snap.Close()
-		return nil, objectErr(key, fmt.Errorf("reading the snapshot: %w", err))
-	}
-	if err := checkDigest("stored object", hex.EncodeToString(stored.Sum(nil)), wantStored); err != nil {
-		snap.Close()
-		return nil, objectErr(key, err)
+		return nil, objectErr(key, fmt.Errorf("snapshot is corrupt: stored object sha256 %s, the backup recorded %s", got, wantStored))
 	}
 	return snap, nil
-}
-
-// checkDigest compares a computed sha256 with the expected one (empty skips
-// the check).
-func checkDigest(what, got, want string) error {
-	if want != "" && !strings.EqualFold(got, want) {
-		return fmt.Errorf("snapshot is corrupt: %s sha256 %s, the backup recorded %s", what, got, want)
-	}
-	return nil
 }
 
 // objectErr makes a missing or corrupt snapshot end the operation; other

@@ -414,7 +414,7 @@ func (c *Cluster) StopAll() {
 // MemberByID returns the member with the given raft ID, or -1.
 func (c *Cluster) MemberByID(id uint64) int {
 	for i, m := range c.Members {
-		if m.ID() != 0 && m.ID() == id {
+		if id != 0 && m.ID() == id {
 			return i
 		}
 	}
