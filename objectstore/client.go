@@ -91,7 +91,7 @@ func newOSSClient(c *storeConfig, endpoint *url.URL, httpClient oss.HTTPClient, 
 		WithCredentialsProvider(creds).
 		WithSignatureVersion(c.signatureVersion).
 		WithUsePathStyle(c.usePathStyle).
-		WithDisableUploadCRC64Check(false).
+		WithDisableUploadCRC64Check(true). // checked by the uploader with crc64ecma (checkCRC)
 		WithUserAgent("velero-plugin-for-etcd")
 	return oss.NewClient(cfg)
 }

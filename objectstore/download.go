@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc64"
 	"io"
 	"sync"
+
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/crc64ecma"
 )
 
 // Read-ahead of a download: one goroutine reads the HTTP body and checks its
@@ -68,7 +69,7 @@ func (r *objectReader) readAhead(hasCRC bool, want uint64, wrap func(error) erro
 	for {
 		n, err := fill(r.body, buf)
 		if hasCRC {
-			crc = crc64.Update(crc, crcTable, buf[:n])
+			crc = crc64ecma.Update(crc, buf[:n])
 		}
 		switch {
 		case err == io.EOF && hasCRC && crc != want:

@@ -453,6 +453,40 @@ func TestUploadPartFailureAborts(t *testing.T) {
 		assert.False(t, ok)
 	})
 
+	// The server stores a flipped bit and reports the CRC64 of what it
+	// stored: the upload must fail, name the mismatch, and leave no object
+	// and no parts behind.
+	t.Run("part corrupted in transit", func(t *testing.T) {
+		env.Server.ClearFaults()
+		before := counts(env.Server)
+		env.Server.InjectFault(osslocal.Fault{Op: "UploadPart", Nth: 2, CorruptBody: true})
+		t.Cleanup(env.Server.ClearFaults)
+		err := s.PutObject(b, "inj/corrupt-part", newGenReader(3<<20+7, 12))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "CRC64 OSS stored")
+		assert.Contains(t, err.Error(), "part 2")
+		assert.Contains(t, err.Error(), "inj/corrupt-part")
+		d := delta(before, counts(env.Server))
+		assert.Equal(t, 1, d["AbortMultipartUpload"])
+		assert.Zero(t, d["CompleteMultipartUpload"])
+		assert.Zero(t, env.Server.PendingUploads(b))
+		ok, err := s.ObjectExists(b, "inj/corrupt-part")
+		require.NoError(t, err)
+		assert.False(t, ok)
+	})
+	t.Run("single put corrupted in transit", func(t *testing.T) {
+		env.Server.ClearFaults()
+		env.Server.InjectFault(osslocal.Fault{Op: "PutObject", Nth: 1, CorruptBody: true})
+		t.Cleanup(env.Server.ClearFaults)
+		err := s.PutObject(b, "inj/corrupt-small", strings.NewReader("a small object"))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "CRC64 OSS stored")
+		assert.Contains(t, err.Error(), "inj/corrupt-small")
+		ok, err := s.ObjectExists(b, "inj/corrupt-small")
+		require.NoError(t, err)
+		assert.False(t, ok, "a corrupt object must not stay at the key")
+	})
+
 	t.Run("complete fails", func(t *testing.T) {
 		env.Server.ClearFaults()
 		env.Server.InjectFault(osslocal.Fault{Op: "CompleteMultipartUpload", Nth: 0, Status: 400, Code: "InvalidPart"})

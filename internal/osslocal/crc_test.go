@@ -16,8 +16,8 @@ func TestCRC64Combine(t *testing.T) {
 		for i := range b {
 			b[i] = byte(rng.Uint32())
 		}
-		want := crc64.Checksum(append(append([]byte{}, a...), b...), crcTable)
-		got := crc64Combine(crc64.Checksum(a, crcTable), crc64.Checksum(b, crcTable), int64(len(b)))
+		want := crc64.Checksum(append(append([]byte{}, a...), b...), crc64.MakeTable(crc64.ECMA))
+		got := crc64Combine(crc64.Checksum(a, crc64.MakeTable(crc64.ECMA)), crc64.Checksum(b, crc64.MakeTable(crc64.ECMA)), int64(len(b)))
 		if got != want {
 			t.Errorf("sizes %v: combined %d, want %d", sizes, got, want)
 		}

@@ -17,6 +17,10 @@ type Fault struct {
 	Code       string        // OSS error code; with Status 0 the status is 500
 	ResetAfter int64         // if >0: read that many request-body bytes (uploads) or write that many response-body bytes (GetObject), then reset the TCP connection
 	Latency    time.Duration // sleep before handling
+	// CorruptBody flips one bit of an upload's body as it arrives, as a
+	// faulty NIC or proxy would; the request then succeeds, storing and
+	// reporting the digests of bytes the client did not send.
+	CorruptBody bool
 }
 
 type activeFault struct {
@@ -102,4 +106,19 @@ func resetConnection(w http.ResponseWriter) {
 		return
 	}
 	_ = conn.Close()
+}
+
+// flipFirstBit passes a body through with the first byte's low bit flipped.
+type flipFirstBit struct {
+	io.ReadCloser
+	done bool
+}
+
+func (f *flipFirstBit) Read(p []byte) (int, error) {
+	n, err := f.ReadCloser.Read(p)
+	if n > 0 && !f.done {
+		p[0] ^= 1
+		f.done = true
+	}
+	return n, err
 }

@@ -240,6 +240,9 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			s.getObject(w, r, req, f.ResetAfter)
 			return
 		}
+		if f.CorruptBody {
+			r.Body = &flipFirstBit{ReadCloser: r.Body}
+		}
 	}
 	s.dispatch(w, r, req)
 }

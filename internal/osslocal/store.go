@@ -8,13 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc64"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/velero-etcd/velero-plugin-for-etcd/internal/crc64ecma"
 )
 
 // On-disk layout under Config.DataDir:
@@ -33,8 +34,6 @@ import (
 // its parts as the object's segments rather than copying them into one file:
 // completing a 1 GiB upload then costs an fsync and a few renames, not a
 // second gigabyte of writes.
-
-var crcTable = crc64.MakeTable(crc64.ECMA)
 
 var bucketNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
 
@@ -242,7 +241,7 @@ func (s *Server) writeTemp(r io.Reader, sync bool) (*tempFile, error) {
 	}
 	t := &tempFile{path: f.Name()}
 	md := md5.New()
-	crc := crc64.New(crcTable)
+	crc := crc64ecma.New()
 	n, err := io.Copy(io.MultiWriter(f, md, crc), r)
 	if err == nil && sync && s.fsync {
 		err = f.Sync()

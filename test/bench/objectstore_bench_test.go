@@ -104,7 +104,7 @@ func BenchmarkObjectStore(b *testing.B) {
 }
 
 // timed runs f, checks that it moved size bytes, and returns MB/s.
-func timed(b *testing.B, size int64, f func() (int64, error)) float64 {
+func timed(b testing.TB, size int64, f func() (int64, error)) float64 {
 	b.Helper()
 	start := time.Now()
 	n, err := f()
