@@ -90,7 +90,7 @@ func (s *Server) uploadPart(w http.ResponseWriter, r *http.Request, req *request
 		writeError(w, r, e)
 		return
 	}
-	t, e := s.receiveBody(r, maxPartSize, false)
+	t, e := s.receiveBody(r, maxPartSize)
 	if e != nil {
 		writeError(w, r, e)
 		return
@@ -258,7 +258,7 @@ func (s *Server) completeMultipart(w http.ResponseWriter, r *http.Request, req *
 		}
 	}
 
-	segments, size, crc, err := s.syncParts(u, chosen)
+	segments, size, crc, err := s.partSegments(u, chosen)
 	if err != nil {
 		writeError(w, r, errInternal("combining parts: "+err.Error()))
 		return
@@ -302,11 +302,11 @@ func (s *Server) completeMultipart(w http.ResponseWriter, r *http.Request, req *
 	writeXML(w, res)
 }
 
-// syncParts makes the chosen parts durable (they are not synced one by one
-// as they arrive) and returns them as segments with the object's size and
-// CRC64, combined from the parts' CRCs without reading the data again (MD5
-// is not needed: a multipart ETag is not the object's MD5).
-func (s *Server) syncParts(u *upload, parts []*partMeta) ([]segment, int64, uint64, error) {
+// partSegments checks the chosen parts on disk and returns them as segments
+// with the object's size and CRC64, combined from the parts' CRCs without
+// reading the data again (MD5 is not needed: a multipart ETag is not the
+// object's MD5). The parts' data was synced as each arrived.
+func (s *Server) partSegments(u *upload, parts []*partMeta) ([]segment, int64, uint64, error) {
 	segments := make([]segment, len(parts))
 	var (
 		size int64
@@ -321,28 +321,11 @@ func (s *Server) syncParts(u *upload, parts []*partMeta) ([]segment, int64, uint
 		if fi.Size() != p.Size {
 			return nil, 0, 0, fmt.Errorf("part %d has %d bytes on disk, want %d", p.Number, fi.Size(), p.Size)
 		}
-		if s.fsync {
-			if err := syncFile(path); err != nil {
-				return nil, 0, 0, err
-			}
-		}
 		segments[i] = segment{Size: p.Size}
 		size += p.Size
 		crc = crc64Combine(crc, p.CRC64, p.Size)
 	}
 	return segments, size, crc, nil
-}
-
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func (s *Server) abortMultipart(w http.ResponseWriter, r *http.Request, req *request) {

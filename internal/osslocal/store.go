@@ -232,9 +232,9 @@ func (t *tempFile) discard() {
 	}
 }
 
-// writeTemp streams r to a new file under tmp/, fsyncs it when sync is set,
-// and returns its digests. On error the file is removed.
-func (s *Server) writeTemp(r io.Reader, sync bool) (*tempFile, error) {
+// writeTemp streams r to a new file under tmp/, fsyncs it (unless the server
+// runs without fsync), and returns its digests. On error the file is removed.
+func (s *Server) writeTemp(r io.Reader) (*tempFile, error) {
 	f, err := os.CreateTemp(s.tmpDir, "put-*")
 	if err != nil {
 		return nil, err
@@ -243,7 +243,7 @@ func (s *Server) writeTemp(r io.Reader, sync bool) (*tempFile, error) {
 	md := md5.New()
 	crc := crc64ecma.New()
 	n, err := io.Copy(io.MultiWriter(f, md, crc), r)
-	if err == nil && sync && s.fsync {
+	if err == nil && s.fsync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
