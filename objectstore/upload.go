@@ -125,7 +125,7 @@ func (o *ObjectStore) putSingle(ctx context.Context, bucket, key string, data []
 		// A single PutObject replaced the key at once: remove what it left
 		// rather than a corrupt object at the key.
 		o.deleteCorrupt(ctx, bucket, key)
-		return fmt.Errorf("object: %w; object deleted", err)
+		return fmt.Errorf("%w; object deleted", err)
 	}
 	return nil
 }
