@@ -162,6 +162,11 @@ func TestTakeAndRestore(t *testing.T) {
 			t.Fatalf("stored %d bytes, result %+v", len(stored), res)
 		}
 		t.Logf("zstd: raw %d -> stored %d bytes", res.RawSize, res.StoredSize)
+		// The window bounds the compressor's memory (see zstdWindow).
+		var hdr zstd.Header
+		if err := hdr.Decode(stored); err != nil || hdr.WindowSize > zstdWindow {
+			t.Fatalf("zstd frame window %d (%v), want at most %d", hdr.WindowSize, err, zstdWindow)
+		}
 		dec, err := zstd.NewReader(bytes.NewReader(stored))
 		if err != nil {
 			t.Fatal(err)
