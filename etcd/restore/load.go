@@ -312,7 +312,9 @@ func RevokeLeases(ctx context.Context, cli *clientv3.Client, keep map[int64]bool
 
 // VerifyResult compares the target with the snapshot.
 type VerifyResult struct {
-	// Keys, LeasedKeys and Digest are over the snapshot's keys as read back.
+	// Keys and LeasedKeys count the snapshot's keys found in the target.
+	// Digest is theirs as read back, set only when every key was found with
+	// the snapshot's value (it is then the snapshot's digest).
 	Keys, LeasedKeys int64
 	Digest           string
 	// Extra counts the target's keys that are not in the snapshot.
@@ -324,11 +326,14 @@ type VerifyResult struct {
 }
 
 // Verify reads the whole target back at one revision, page by page in key
-// order, alongside the snapshot's keys, and digests the snapshot's keys as
-// found in the target.
+// order, alongside the snapshot's keys, and compares every key and value.
+// Only the snapshot's pairs are hashed: when every value read back equals
+// the snapshot's byte for byte, the target's digest is the same, and a
+// second SHA-256 over the whole keyspace (1 GB for the benchmark's 1M keys,
+// at about 1.2 GB/s here) was a sixth of the plugin's CPU while reading back.
 func Verify(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) (VerifyResult, error) {
 	var res VerifyResult
-	d, wantDigest := keyspace.NewDigest(), keyspace.NewDigest()
+	wantDigest := keyspace.NewDigest()
 	var wantLeased int64
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -381,7 +386,7 @@ func Verify(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) 
 			}
 			return nil
 		}
-		d.Add(target.key, target.value)
+		res.Keys++
 		if !bytes.Equal(target.value, want.Value) && res.FirstDifferent == "" {
 			res.FirstDifferent = string(want.Key)
 		}
@@ -400,8 +405,10 @@ func Verify(ctx context.Context, cli *clientv3.Client, snap *keyspace.Snapshot) 
 			return res, err
 		}
 	}
-	res.Keys, res.Digest = d.Count(), d.Sum()
 	res.Want = keyspace.Summary{Keys: wantDigest.Count(), LeasedKeys: wantLeased, Digest: wantDigest.Sum()}
+	if res.FirstMissing == "" && res.FirstDifferent == "" {
+		res.Digest = res.Want.Digest
+	}
 	snap.SetSummary(res.Want)
 	return res, nil
 }
