@@ -269,8 +269,9 @@ type credentialSource struct {
 
 // resolveCredentials applies the documented order: credentials content (from
 // InitWithCredentials), the location's credentials file, the file named by
-// ALIBABA_CLOUD_CREDENTIALS_FILE, environment keys, RRSA/OIDC, ECS RAM role. Nothing is ever written into the process environment: each store keeps
-// its own keys.
+// ALIBABA_CLOUD_CREDENTIALS_FILE, environment keys, RRSA/OIDC, ECS RAM role.
+// Nothing is ever written into the process environment: each store keeps its
+// own keys.
 func resolveCredentials(content []byte, file string, getenv func(string) string, log logrus.FieldLogger) (credentialSource, error) {
 	switch {
 	case content != nil:

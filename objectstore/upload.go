@@ -234,8 +234,9 @@ func (o *ObjectStore) putMultipart(ctx context.Context, bucket, key string, body
 						PartNumber: j.number,
 						Body:       bytes.NewReader(data),
 					})
-					crc := crc64ecma.Checksum(data)
+					var crc uint64
 					if err == nil {
+						crc = crc64ecma.Checksum(data)
 						err = checkCRC(res.HashCRC64, crc)
 					}
 					if err != nil {

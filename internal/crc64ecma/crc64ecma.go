@@ -12,6 +12,7 @@
 package crc64ecma
 
 import (
+	"encoding/binary"
 	"hash"
 	"hash/crc64"
 	"math/bits"
@@ -67,10 +68,8 @@ func Update(crc uint64, p []byte) uint64 {
 	// folded bytes are then hashed from a zero register (crc64's ^0).
 	lo, hi := fold(^crc, &p[0], n, &foldConsts)
 	var v [16]byte
-	for i := range 8 {
-		v[i] = byte(lo >> (8 * i))
-		v[8+i] = byte(hi >> (8 * i))
-	}
+	binary.LittleEndian.PutUint64(v[:8], lo)
+	binary.LittleEndian.PutUint64(v[8:], hi)
 	crc = crc64.Update(^uint64(0), table, v[:])
 	return crc64.Update(crc, table, p[n:])
 }
@@ -94,7 +93,4 @@ func (d *digest) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (d *digest) Sum(in []byte) []byte {
-	s := d.Sum64()
-	return append(in, byte(s>>56), byte(s>>48), byte(s>>40), byte(s>>32), byte(s>>24), byte(s>>16), byte(s>>8), byte(s))
-}
+func (d *digest) Sum(in []byte) []byte { return binary.BigEndian.AppendUint64(in, d.Sum64()) }

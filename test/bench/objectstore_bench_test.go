@@ -72,7 +72,7 @@ func BenchmarkObjectStore(b *testing.B) {
 		})
 		get := timed(b, size, func() (int64, error) { return getToFile(store, env.Bucket, "bench/object", outFile) })
 		nullGet := timed(b, size, func() (int64, error) { return getToFile(null, env.Bucket, fmt.Sprint(size), outFile) })
-		rss := peakPluginRSS()
+		rss := peakPluginRSS(nil)
 
 		// The same object store in this process: the plugin's own upload and
 		// download path without Velero's gRPC stream.
@@ -104,7 +104,7 @@ func BenchmarkObjectStore(b *testing.B) {
 }
 
 // timed runs f, checks that it moved size bytes, and returns MB/s.
-func timed(b testing.TB, size int64, f func() (int64, error)) float64 {
+func timed(b *testing.B, size int64, f func() (int64, error)) float64 {
 	b.Helper()
 	start := time.Now()
 	n, err := f()

@@ -96,10 +96,7 @@ func BenchmarkRestore(b *testing.B) {
 		}
 		kube.Apply(b, &unstructured.Unstructured{Object: res.UpdatedItem.UnstructuredContent()})
 
-		before := map[int]bool{}
-		for _, pid := range pluginhost.PluginPIDs() {
-			before[pid] = true
-		}
+		before := runningPlugins()
 		var peak int64
 		stopSampling := sampleRSS(before, &peak)
 		settle()
@@ -209,13 +206,8 @@ func sampleRSS(skip map[int]bool, peak *int64) (stop func()) {
 	go func() {
 		defer wg.Done()
 		for {
-			for _, pid := range pluginhost.PluginPIDs() {
-				if skip[pid] {
-					continue
-				}
-				if r, err := pluginhost.PeakRSS(pid); err == nil && r > *peak {
-					*peak = r
-				}
+			if r := peakPluginRSS(skip); r > *peak {
+				*peak = r
 			}
 			select {
 			case <-done:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	biav2 "github.com/vmware-tanzu/velero/pkg/plugin/velero/backupitemaction/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	etcdsnapshot "go.etcd.io/etcd/client/v3/snapshot"
 	"go.uber.org/zap"
@@ -44,7 +45,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	idle := peakPluginRSS()
+	idle := peakPluginRSS(nil)
 	run := 0
 	for b.Loop() {
 		run++
@@ -64,16 +65,8 @@ func BenchmarkSnapshot(b *testing.B) {
 		os.Remove(path)
 
 		name := fmt.Sprintf("bench-%d", run)
-		start = time.Now()
-		out, _, _, _, err := action.Execute(actiontest.EtcdCluster(name, c.Endpoints, nil), actiontest.NewBackup(name, "default"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		plugin := time.Since(start)
-		var size int64
-		fmt.Sscan((&unstructured.Unstructured{Object: out.UnstructuredContent()}).GetAnnotations()[backup.AnnotationSnapshotSize], &size)
-
-		rss := peakPluginRSS()
+		plugin, size := snapshotOnce(b, action, name, c.Endpoints, nil)
+		rss := peakPluginRSS(nil)
 		basePS, pluginPS := benchutil.MBps(fi.Size(), baseline), benchutil.MBps(size, plugin)
 		fmt.Printf("etcd snapshot of %.0f MB (%d keys)\n", float64(size)/1e6, keys)
 		fmt.Println(benchutil.Line("etcd-snapshot action -> oss-local", pluginPS, basePS, "SaveWithVersion to file"))
@@ -90,17 +83,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		zname := name + "-zstd"
-		start = time.Now()
-		zout, _, _, _, err := zaction.Execute(
-			actiontest.EtcdCluster(zname, c.Endpoints, map[string]string{cluster.AnnotationCompression: cluster.CompressionZstd}),
-			actiontest.NewBackup(zname, "default"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		zstdTime := time.Since(start)
-		var stored int64
-		fmt.Sscan((&unstructured.Unstructured{Object: zout.UnstructuredContent()}).GetAnnotations()[backup.AnnotationSnapshotSize], &stored)
+		zstdTime, stored := snapshotOnce(b, zaction, name+"-zstd", c.Endpoints, map[string]string{cluster.AnnotationCompression: cluster.CompressionZstd})
 		zrss := peakPluginRSS(before)
 		fmt.Println(benchutil.Line("same, zstd (snapshot MB/s)", benchutil.MBps(size, zstdTime), basePS, "SaveWithVersion to file"))
 		fmt.Printf("%-34s %8.1f MB (%.0f%% of the snapshot); plugin process peak RSS %.1f MiB\n", "  stored object", float64(stored)/1e6, 100*float64(stored)/float64(size), float64(zrss)/(1<<20))
@@ -108,12 +91,27 @@ func BenchmarkSnapshot(b *testing.B) {
 	}
 }
 
+// snapshotOnce backs up an annotated EtcdCluster named name with action and
+// returns how long it took and the size of the stored object.
+func snapshotOnce(b *testing.B, action biav2.BackupItemAction, name string, endpoints []string, extra map[string]string) (time.Duration, int64) {
+	b.Helper()
+	start := time.Now()
+	out, _, _, _, err := action.Execute(actiontest.EtcdCluster(name, endpoints, extra), actiontest.NewBackup(name, "default"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	took := time.Since(start)
+	var size int64
+	fmt.Sscan((&unstructured.Unstructured{Object: out.UnstructuredContent()}).GetAnnotations()[backup.AnnotationSnapshotSize], &size)
+	return took, size
+}
+
 // peakPluginRSS is the largest peak RSS among this process's plugin
-// children, except those in skip.
-func peakPluginRSS(skip ...map[int]bool) int64 {
+// children, except those in skip (which may be nil).
+func peakPluginRSS(skip map[int]bool) int64 {
 	var rss int64
 	for _, pid := range pluginhost.PluginPIDs() {
-		if len(skip) > 0 && skip[0][pid] {
+		if skip[pid] {
 			continue
 		}
 		if r, err := pluginhost.PeakRSS(pid); err == nil && r > rss {
